@@ -5,11 +5,17 @@ from pathlib import Path
 import pytest
 
 _TIERS = ("unit", "integration", "cluster", "e2e")
+_TESTS_ROOT = Path(__file__).parent
+
+
+def _tier(item: pytest.Item) -> str:
+    return Path(item.fspath).relative_to(_TESTS_ROOT).parts[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    tests_root = Path(__file__).parent
     for item in items:
-        tier = Path(item.fspath).relative_to(tests_root).parts[0]
-        if tier in _TIERS:
-            item.add_marker(getattr(pytest.mark, tier))
+        if _tier(item) in _TIERS:
+            item.add_marker(getattr(pytest.mark, _tier(item)))
+    # Cheap tiers first, so a broken unit fails the run in seconds rather than after
+    # the cluster tiers.
+    items.sort(key=lambda item: _TIERS.index(_tier(item)) if _tier(item) in _TIERS else 0)
