@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["batcomputer_dev.pytest_helm", "batcomputer_dev.pytest_azurite"]
+
 _TIERS = ("unit", "integration", "cluster", "e2e")
 _TESTS_ROOT = Path(__file__).parent
 
