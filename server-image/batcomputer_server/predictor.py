@@ -1,0 +1,398 @@
+"""The predictor: a verified bundle folder → validated named inputs → flag probabilities.
+
+It knows nothing of HTTP. Bad input raises ``InputError`` naming the field and what
+it allows; a bundle that is tampered with or inconsistent raises ``BundleError`` at load.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batcomputer_server import bundle, engines, safe_pickle
+from batcomputer_server.bundle import BundleError, CategoricalFeature, Feature
+
+Allowed = list[str] | dict[str, float | None] | None
+
+_NUMBER_TYPES = (int, float)
+# Larger integers lose precision (or overflow) as float64; no trained range reaches them.
+_LARGEST_EXACT = 2**53
+
+
+class InputError(ValueError):
+    """One input is missing, unknown, of the wrong type or outside what the model allows."""
+
+    def __init__(
+        self, field: str | None, message: str, allowed: Allowed, row: int | None = None
+    ) -> None:
+        super().__init__(message if row is None else f"row {row}: {message}")
+        self.field = field
+        self.allowed = allowed
+        self.row = row
+
+
+@dataclass(frozen=True)
+class _Column:
+    """A feature prepared for fast encoding."""
+
+    name: str
+    index: int
+    codes: Mapping[str, int] | None
+    integer: bool
+    minimum: float
+    maximum: float
+
+    @property
+    def allowed(self) -> Allowed:
+        if self.codes is not None:
+            return list(self.codes)
+        return {
+            "minimum": None if math.isinf(self.minimum) else self.minimum,
+            "maximum": None if math.isinf(self.maximum) else self.maximum,
+        }
+
+
+def _column(index: int, feature: Feature) -> _Column:
+    if isinstance(feature, CategoricalFeature):
+        codes = {label: feature.codes[label] for label in feature.values}
+        return _Column(feature.name, index, codes, False, -math.inf, math.inf)
+    return _Column(
+        feature.name,
+        index,
+        None,
+        feature.type == "integer",
+        -math.inf if feature.minimum is None else feature.minimum,
+        math.inf if feature.maximum is None else feature.maximum,
+    )
+
+
+def _numeric_problem(column: _Column, value: Any) -> str | None:
+    if type(value) not in _NUMBER_TYPES:
+        kind = "an integer" if column.integer else "a number"
+        return f"{column.name!r} must be {kind}, got {_json_type(value)}"
+    if type(value) is int and abs(value) > _LARGEST_EXACT:
+        return f"{column.name!r} is outside the range the model was trained on"
+    if not math.isfinite(value):
+        return f"{column.name!r} must be a finite number"
+    if column.integer and not float(value).is_integer():
+        return f"{column.name!r} must be a whole number"
+    if not column.minimum <= value <= column.maximum:
+        return f"{column.name!r} is outside the range the model was trained on"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+class Predictor:
+    """A loaded, verified bundle ready to score."""
+
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        features: Sequence[Feature],
+        flags: Sequence[str],
+        choice: engines.EngineChoice,
+    ) -> None:
+        self.manifest = manifest
+        self.features = tuple(features)
+        self.flags = tuple(flags)
+        self.engine = choice.engine
+        self.engine_reason = choice.reason
+        self._columns = tuple(_column(i, f) for i, f in enumerate(self.features))
+        self._names = frozenset(f.name for f in self.features)
+        self._feature_names = [f.name for f in self.features]
+
+    # -- loading -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, folder: Path | str, pinned: Mapping[str, str] | None = None) -> Predictor:
+        """Verify, unpickle (restricted) and cross-check a bundle folder."""
+        folder = Path(folder)
+        manifest = bundle.verify_folder(folder, pinned)
+        lookup = _unpickle(folder / bundle.LOOKUP_FILE)
+        flags = _unpickle(folder / bundle.FLAGS_FILE)
+        if not isinstance(flags, list | tuple) or not all(isinstance(f, str) for f in flags):
+            raise BundleError("flags.pkl must hold a list of class labels (strings)")
+        if list(flags) != list(manifest["flags"]):
+            raise BundleError("flags.pkl does not match the flags listed in bundle.json")
+
+        manifest_names = [entry["name"] for entry in manifest["features"]]
+        features = _features(lookup, manifest_names)
+
+        def load_model() -> Any:
+            model = _unpickle(folder / bundle.MODEL_FILE)
+            _check_shapes(engines.SklearnEngine(model), features, flags)
+            return model
+
+        check_rows, check_probabilities = _check_data(manifest, features)
+        onnx_bytes = _verified_onnx_bytes(folder, manifest)
+        try:
+            choice = engines.choose_engine(onnx_bytes, load_model, check_rows, check_probabilities)
+        except BundleError:
+            raise
+        except Exception as error:
+            raise BundleError(f"the model cannot score its own check rows: {error}") from None
+        if choice.model is not None:
+            _check_classes(choice.model, flags)
+        _check_shapes(choice.engine, features, flags)
+        digest = bundle.schema_digest(features, flags)
+        if digest != manifest["schema_digest"]:
+            raise BundleError(
+                "lookup.pkl and flags.pkl describe another API than bundle.json's schema_digest"
+            )
+        predictor = cls(manifest, features, flags, choice)
+        predictor.self_check()
+        return predictor
+
+    # -- scoring -------------------------------------------------------------------
+
+    def encode_one(self, inputs: Any) -> np.ndarray:
+        """One object of named inputs → a ``(1, n_features)`` float64 matrix."""
+        if not isinstance(inputs, dict):
+            raise InputError(None, "expected a JSON object of named inputs", self._feature_names)
+        if inputs.keys() != self._names:
+            self._raise_key_error(inputs, None)
+        row = [0.0] * len(self._columns)
+        for column in self._columns:
+            value = inputs[column.name]
+            if column.codes is not None:
+                code = column.codes.get(value) if type(value) is str else None
+                if code is None:
+                    raise InputError(column.name, self._categorical_message(column), column.allowed)
+                row[column.index] = code
+            else:
+                problem = _numeric_problem(column, value)
+                if problem is not None:
+                    raise InputError(column.name, problem, column.allowed)
+                row[column.index] = value
+        return np.array([row], dtype=np.float64)
+
+    def encode_many(self, rows: Any) -> np.ndarray:
+        """A list of input objects → a ``(len(rows), n_features)`` float64 matrix, by column."""
+        if not isinstance(rows, list) or not rows:
+            raise InputError(None, "expected a non-empty array of input objects", None)
+        names = self._names
+        for index, inputs in enumerate(rows):
+            if type(inputs) is not dict:
+                raise InputError(None, "expected an object of named inputs", None, row=index)
+            if inputs.keys() != names:
+                self._raise_key_error(inputs, index)
+        matrix = np.empty((len(rows), len(self._columns)), dtype=np.float64)
+        for column in self._columns:
+            values = [inputs[column.name] for inputs in rows]
+            if column.codes is not None:
+                codes = column.codes
+                encoded = [codes.get(v) if type(v) is str else None for v in values]
+                if None in encoded:
+                    bad = encoded.index(None)
+                    message = self._categorical_message(column)
+                    raise InputError(column.name, message, column.allowed, row=bad)
+                matrix[:, column.index] = encoded
+            else:
+                self._check_numeric_column(column, values)
+                matrix[:, column.index] = values
+        return matrix
+
+    def _check_numeric_column(self, column: _Column, values: list[Any]) -> None:
+        if all(type(v) is float or (type(v) is int and abs(v) <= _LARGEST_EXACT) for v in values):
+            array = np.asarray(values, dtype=np.float64)
+            ok = np.isfinite(array) & (array >= column.minimum) & (array <= column.maximum)
+            if column.integer:
+                ok &= array == np.floor(array)
+            if ok.all():
+                return
+            bad = int(np.argmin(ok))
+        else:
+            bad = next(i for i, v in enumerate(values) if _numeric_problem(column, v))
+        problem = _numeric_problem(column, values[bad]) or f"{column.name!r} is not valid"
+        raise InputError(column.name, problem, column.allowed, row=bad)
+
+    def predict_one(self, inputs: Any) -> dict[str, float]:
+        probabilities = self.engine.probabilities(self.encode_one(inputs))[0].tolist()
+        return dict(zip(self.flags, probabilities, strict=True))
+
+    def predict_many(self, rows: Any) -> list[dict[str, float]]:
+        probabilities = self.engine.probabilities(self.encode_many(rows)).tolist()
+        flags = self.flags
+        return [dict(zip(flags, row, strict=True)) for row in probabilities]
+
+    def _raise_key_error(self, inputs: Mapping[str, Any], row: int | None) -> None:
+        for column in self._columns:
+            if column.name not in inputs:
+                raise InputError(
+                    column.name, f"missing input {column.name!r}", column.allowed, row=row
+                )
+        unknown = sorted(str(name) for name in inputs if name not in self._names)
+        raise InputError(
+            unknown[0],
+            f"unknown input {unknown[0]!r}; the model takes only the listed inputs",
+            self._feature_names,
+            row=row,
+        )
+
+    @staticmethod
+    def _categorical_message(column: _Column) -> str:
+        return f"{column.name!r} must be one of its allowed values"
+
+    # -- description ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def schema_digest(self) -> str:
+        return str(self.manifest["schema_digest"])
+
+    def params(self) -> list[dict[str, Any]]:
+        """Every input with its type and allowed values, in model order."""
+        return [bundle.feature_to_json(feature) for feature in self.features]
+
+    def example(self) -> dict[str, Any]:
+        """A valid input object made of real allowed values (middle of each range)."""
+        example: dict[str, Any] = {}
+        for column in self._columns:
+            if column.codes is not None:
+                example[column.name] = next(iter(column.codes))
+                continue
+            low = column.minimum if math.isfinite(column.minimum) else 0.0
+            high = column.maximum if math.isfinite(column.maximum) else low
+            middle = (low + high) / 2
+            value = math.floor(middle) if column.integer else round(middle, 2)
+            example[column.name] = value if low <= value <= high else middle
+        return example
+
+    def info(self) -> dict[str, Any]:
+        """What /api/info reports about the model (the server adds its own state)."""
+        manifest = self.manifest
+        return {
+            "name": self.name,
+            "version": self.version,
+            "created_at": manifest.get("created_at"),
+            "estimator": manifest.get("estimator"),
+            "schema_digest": self.schema_digest,
+            "bundle_digests": {name: entry["sha256"] for name, entry in manifest["files"].items()},
+            "engine": self.engine.name,
+            "engine_reason": self.engine_reason,
+            "onnx_tolerance": engines.TOLERANCE,
+            "metrics": manifest.get("metrics"),
+            "data_source": manifest.get("data_source"),
+            "trained_with": {
+                "python": manifest.get("python_version"),
+                "scikit-learn": manifest.get("sklearn_version"),
+            },
+            "flags": list(self.flags),
+            "features": self.params(),
+        }
+
+    def self_check(self) -> None:
+        """Score the bundle's held-out rows (or an example) and compare; BundleError if off."""
+        rows, expected = _check_data(self.manifest, self.features)
+        actual = np.asarray(self.engine.probabilities(rows), dtype=np.float64)
+        if actual.shape != (len(rows), len(self.flags)):
+            raise BundleError(f"self-check gave probabilities of shape {actual.shape}")
+        if expected is not None and float(np.max(np.abs(actual - expected))) > engines.TOLERANCE:
+            raise BundleError(
+                "self-check failed: the model does not reproduce bundle.json's "
+                f"self_check probabilities within {engines.TOLERANCE:g}"
+            )
+        sums = self.predict_one(self.example()).values()
+        if not math.isclose(sum(sums), 1.0, abs_tol=1e-4):
+            raise BundleError("self-check failed: probabilities for an example do not sum to 1")
+
+
+def _unpickle(path: Path) -> Any:
+    try:
+        return safe_pickle.load_file(path)
+    except safe_pickle.UnsafePickleError as error:
+        raise BundleError(f"{path.name}: {error}") from None
+    except Exception as error:
+        raise BundleError(f"{path.name} cannot be unpickled: {error}") from None
+
+
+def _features(lookup: Any, order: Sequence[str]) -> tuple[Feature, ...]:
+    if isinstance(lookup, Mapping) and len(lookup) < len(order):
+        return bundle.features_from_lookup(lookup, feature_order=order)
+    return bundle.features_from_lookup(lookup)
+
+
+def _check_data(
+    manifest: Mapping[str, Any], features: Sequence[Feature]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    check = manifest.get("self_check") or {}
+    rows, probabilities = check.get("rows"), check.get("probabilities")
+    if rows:
+        try:
+            matrix = np.asarray(rows, dtype=np.float64)
+            expected = np.asarray(probabilities, dtype=np.float64) if probabilities else None
+        except (TypeError, ValueError):
+            raise BundleError("bundle.json self_check holds non-numeric rows") from None
+        if matrix.ndim != 2:
+            raise BundleError("bundle.json self_check rows must be a list of rows")
+        if expected is not None and expected.shape[0] != matrix.shape[0]:
+            raise BundleError("bundle.json self_check has unequal rows and probabilities")
+        return matrix, expected
+    return _synthetic_rows(features), None
+
+
+def _synthetic_rows(features: Sequence[Feature]) -> np.ndarray:
+    """Rows spanning every code and each numeric range, for bundles without self_check."""
+    columns = []
+    for feature in features:
+        if isinstance(feature, CategoricalFeature):
+            columns.append(sorted(feature.codes.values()))
+        else:
+            low = 0.0 if feature.minimum is None else feature.minimum
+            high = low + 1.0 if feature.maximum is None else feature.maximum
+            columns.append(list(np.linspace(low, high, 5)))
+    length = max(len(values) for values in columns)
+    return np.array(
+        [[values[i % len(values)] for values in columns] for i in range(length)], dtype=np.float64
+    )
+
+
+def _verified_onnx_bytes(folder: Path, manifest: Mapping[str, Any]) -> bytes | None:
+    onnx = manifest.get("onnx")
+    if not onnx or onnx.get("file") not in manifest["files"]:
+        return None
+    # verify_folder has already checked this file's sha256 against the manifest.
+    return (folder / onnx["file"]).read_bytes()
+
+
+def _check_classes(model: Any, flags: Sequence[str]) -> None:
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        raise BundleError(f"model.pkl ({type(model).__name__}) has no classes_")
+    if len(classes) != len(flags):
+        raise BundleError(
+            f"flags.pkl names {len(flags)} flags but the model has {len(classes)} classes"
+        )
+    if [int(c) if isinstance(c, int | np.integer) else c for c in classes] != list(
+        range(len(flags))
+    ):
+        raise BundleError("the model's classes_ must be 0..n-1 so flags.pkl can name them")
+
+
+def _check_shapes(
+    engine: engines.Engine, features: Sequence[Feature], flags: Sequence[str]
+) -> None:
+    if engine.n_features not in (-1, len(features)):
+        raise BundleError(
+            f"lookup.pkl describes {len(features)} features but the model takes {engine.n_features}"
+        )
+    if engine.n_classes not in (-1, len(flags)):
+        raise BundleError(
+            f"flags.pkl names {len(flags)} flags but the model gives {engine.n_classes} classes"
+        )
