@@ -1,0 +1,294 @@
+"""Pure builders: a BatModel spec becomes Deployment, Service and Ingress manifests.
+
+Every manifest is complete (the operator server-side applies it whole), so a
+field left out here is a field the operator does not own.
+"""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from batcomputer_operator.config import OperatorConfig
+from batcomputer_operator.naming import (
+    SERVING_ANNOTATION,
+    VERSION_ANNOTATION,
+    child_labels,
+    deployment_name,
+    selector_labels,
+)
+from batcomputer_operator.spec import BatModelSpec
+
+GROUP_VERSION = "batcomputer.io/v1alpha1"
+SERVER_PORT = 8000
+SERVICE_PORT = 80
+BUNDLE_DIR = "/bundle"
+RUN_AS = 10001
+# Long enough for a slow image unpack and bundle download, short enough that a
+# version stuck without a pod-level error still ends up Stalled.
+PROGRESS_DEADLINE_SECONDS = 300
+
+_SECRET_ENV = (
+    ("AZURE_STORAGE_CONNECTION_STRING", "connectionString"),
+    ("AZURE_STORAGE_SAS_TOKEN", "sasToken"),
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The BatModel the children belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def _metadata(owner: Owner, name: str, version: str, annotations: dict[str, str]) -> dict:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": child_labels(owner.name, version),
+        "annotations": annotations,
+        "ownerReferences": [
+            {
+                "apiVersion": GROUP_VERSION,
+                "kind": "BatModel",
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+            }
+        ],
+    }
+
+
+def _container_security() -> dict:
+    return {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _fetch_container(spec: BatModelSpec, image: str) -> dict:
+    args = ["--source", spec.source_uri, "--dest", BUNDLE_DIR]
+    for file, digest in spec.sha256:
+        args += ["--sha256", f"{file}={digest}"]
+    container: dict[str, Any] = {
+        "name": "fetch",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["batcomputer-fetch"],
+        "args": args,
+        "volumeMounts": [
+            {"name": "bundle", "mountPath": BUNDLE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "env": [],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security(),
+    }
+    if spec.credentials_secret:
+        container["env"] = [
+            {
+                "name": env_name,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": spec.credentials_secret,
+                        "key": key,
+                        "optional": True,
+                    }
+                },
+            }
+            for env_name, key in _SECRET_ENV
+        ]
+    return container
+
+
+def _server_container(spec: BatModelSpec, image: str) -> dict:
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["batcomputer-server"],
+        "args": ["--bundle", BUNDLE_DIR, "--port", str(SERVER_PORT)],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "initialDelaySeconds": 15,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "volumeMounts": [
+            {"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "env": [],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": _container_security(),
+    }
+    if spec.ingress is not None:
+        container["env"] = [{"name": "BATCOMPUTER_ROOT_PATH", "value": spec.ingress.path}]
+    if spec.resources:
+        container["resources"] = {key: dict(value) for key, value in spec.resources.items()}
+    return container
+
+
+def deployment(owner: Owner, spec: BatModelSpec, config: OperatorConfig) -> dict:
+    """The Deployment of one version; its name and selector never change for that version."""
+    image = spec.server_image or config.server_image
+    selector = selector_labels(owner.name, spec.version)
+    version_annotation = {VERSION_ANNOTATION: spec.version}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(
+            owner, deployment_name(owner.name, spec.version), spec.version, version_annotation
+        ),
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 2,
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            # In-place changes (resources, image) keep every old pod until a new one is ready.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": child_labels(owner.name, spec.version),
+                    "annotations": version_annotation,
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "fsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "initContainers": [_fetch_container(spec, image)],
+                    "containers": [_server_container(spec, image)],
+                    "volumes": [
+                        {"name": "bundle", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def service(owner: Owner, serving_version: str) -> dict:
+    """The stable Service, routing to the pods of `serving_version` only."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            owner, owner.name, serving_version, {SERVING_ANNOTATION: serving_version}
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name, serving_version),
+            # protocol is spelled out: server-side apply on 1.20 keys ports by (port, protocol).
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def ingress(owner: Owner, spec: BatModelSpec, config: OperatorConfig, version: str) -> dict | None:
+    if spec.ingress is None:
+        return None
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": spec.ingress.path,
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": owner.name, "port": {"number": SERVICE_PORT}}},
+                }
+            ]
+        }
+    }
+    host = spec.ingress.host or config.ingress_host
+    if host:
+        rule = {"host": host, **rule}
+    ingress_spec: dict[str, Any] = {"rules": [rule]}
+    class_name = spec.ingress.class_name or config.ingress_class
+    if class_name:
+        ingress_spec = {"ingressClassName": class_name, **ingress_spec}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _metadata(owner, owner.name, version, {SERVING_ANNOTATION: version}),
+        "spec": ingress_spec,
+    }
+
+
+def service_url(owner: Owner) -> str:
+    return f"http://{owner.name}.{owner.namespace}.svc/api"
+
+
+def differs(desired: Any, live: Any, path: str = "") -> bool:
+    """Whether a live object lacks something the desired manifest sets.
+
+    Fields the API server defaults (or other managers own) are ignored: only what
+    `desired` names is compared. Lists must match in length, because a shorter
+    desired list (an env var or argument removed) is a change too; that is why
+    the builders spell out empty lists, which the API server then omits.
+    """
+    if live is None and isinstance(desired, Mapping | list) and not desired:
+        return False
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return True
+        return any(differs(value, live.get(key), f"{path}.{key}") for key, value in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(desired) != len(live):
+            return True
+        return any(differs(d, v, path) for d, v in zip(desired, live, strict=True))
+    if ".resources." in path and desired is not None and live is not None:
+        return _quantity(desired) != _quantity(live)
+    return desired != live
+
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIX = {
+    "": 1,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    **{f"{p}i": Decimal(1024) ** (n + 1) for n, p in enumerate("KMGTPE")},
+}
+
+
+def _quantity(value: Any) -> Any:
+    """A Kubernetes quantity as a number, since the API server rewrites 0.5 as 500m."""
+    match = _QUANTITY.match(str(value))
+    if not match:
+        return value
+    number, suffix = match.groups()
+    try:
+        if suffix and suffix[0] in "eE":
+            return Decimal(number + suffix)
+        return Decimal(number) * _SUFFIX[suffix or ""]
+    except InvalidOperation:
+        return value

@@ -1,0 +1,224 @@
+"""Pure status rules: observed children become a kstatus-style BatModel status.
+
+kstatus (what Argo CD, Flux and `kubectl wait` read): Ready=True only when the
+desired version serves with every replica; Reconciling=True while getting
+there; Stalled=True when it will not get there without a change, with the
+failing container's own words as the message.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# batcomputer-fetch exit codes (docs/design.md, "The fetcher").
+_FETCH_REASONS = {
+    3: "BlobNotFound",
+    4: "AuthenticationFailed",
+    5: "DigestMismatch",
+    6: "StorageUnreachable",
+    7: "InvalidBundle",
+}
+_WAITING_FAILURES = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+_MAX_MESSAGE = 400
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a version cannot become ready without a change to it."""
+
+    reason: str
+    message: str
+
+
+def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def rollout_complete(deployment: Mapping[str, Any] | None) -> bool:
+    """Every replica of the current template is updated and ready, as seen by the controller."""
+    if deployment is None:
+        return False
+    wanted = _get(deployment, "spec", "replicas")
+    wanted = 1 if wanted is None else wanted
+    status = deployment.get("status") or {}
+    observed = status.get("observedGeneration", 0)
+    return (
+        observed >= _get(deployment, "metadata", "generation")
+        and status.get("replicas", 0) == wanted
+        and status.get("updatedReplicas", 0) == wanted
+        and status.get("readyReplicas", 0) == wanted
+        and status.get("availableReplicas", 0) == wanted
+    )
+
+
+def ready_replicas(deployment: Mapping[str, Any] | None) -> int:
+    return _get(deployment, "status", "readyReplicas") or 0
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:_MAX_MESSAGE] if lines else ""
+
+
+def _terminated_failure(pod: str, container: str, terminated: Mapping[str, Any], init: bool):
+    code = terminated.get("exitCode", 0)
+    said = _last_line(terminated.get("message")) or terminated.get("reason") or "no message"
+    reason = _FETCH_REASONS.get(code, "FetchFailed") if init else "ServerFailed"
+    return Failure(reason, f"{container} container of pod {pod} exited {code}: {said}")
+
+
+def _container_failure(pod: str, status: Mapping[str, Any], init: bool) -> Failure | None:
+    name = status.get("name", "?")
+    state = status.get("state") or {}
+    last = _get(status, "lastState", "terminated")
+    terminated = state.get("terminated")
+    if terminated is not None:
+        if terminated.get("exitCode", 0) != 0:
+            return _terminated_failure(pod, name, terminated, init)
+        return None
+    waiting = state.get("waiting") or {}
+    if last is not None and last.get("exitCode", 0) != 0 and not status.get("ready"):
+        return _terminated_failure(pod, name, last, init)
+    if waiting.get("reason") in _WAITING_FAILURES:
+        said = _last_line(waiting.get("message")) or waiting["reason"]
+        return Failure(waiting["reason"], f"{name} container of pod {pod}: {said}")
+    return None
+
+
+def pod_failure(pods: Sequence[Mapping[str, Any]]) -> Failure | None:
+    """The first failing init or server container over all pods, in pod-name order."""
+    for pod in sorted(pods, key=lambda p: _get(p, "metadata", "name") or ""):
+        name = _get(pod, "metadata", "name") or "?"
+        for key, init in (("initContainerStatuses", True), ("containerStatuses", False)):
+            for container in _get(pod, "status", key) or []:
+                failure = _container_failure(name, container, init)
+                if failure is not None:
+                    return failure
+    return None
+
+
+def deployment_failure(deployment: Mapping[str, Any] | None) -> Failure | None:
+    for condition in _get(deployment, "status", "conditions") or []:
+        kind, status = condition.get("type"), condition.get("status")
+        if kind == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return Failure("ProgressDeadlineExceeded", condition.get("message", ""))
+        if kind == "ReplicaFailure" and status == "True":
+            return Failure("ReplicaFailure", condition.get("message", ""))
+    return None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one reconcile pass saw and did, the input of the status rules."""
+
+    generation: int
+    desired_version: str | None
+    replicas: int
+    ready_replicas: int
+    complete: bool  # desired version's rollout done and the Service routes to it
+    serving_version: str | None
+    failure: Failure | None
+    url: str
+    ingress_path: str | None
+
+
+@dataclass(frozen=True)
+class _Context:
+    previous: Sequence[Mapping[str, Any]]
+    now: str
+    generation: int
+
+
+def _condition(
+    context: _Context, kind: str, status: bool, reason: str, message: str
+) -> dict[str, Any]:
+    value = "True" if status else "False"
+    before = next((c for c in context.previous if c.get("type") == kind), None)
+    since = before.get("lastTransitionTime") if before and before.get("status") == value else None
+    return {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or context.now,
+        "observedGeneration": context.generation,
+    }
+
+
+def _summary(seen: Observed) -> tuple[bool, bool, bool, str, str]:
+    """(ready, reconciling, stalled, reason, message)."""
+    if seen.failure is not None:
+        return False, False, True, seen.failure.reason, seen.failure.message
+    if seen.complete and seen.replicas == 0:
+        message = f"version {seen.desired_version} is stopped: replicas is 0, no pod serves"
+        return True, False, False, "Stopped", message
+    if seen.complete:
+        message = (
+            f"version {seen.desired_version} serves with "
+            f"{seen.ready_replicas}/{seen.replicas} ready replicas"
+        )
+        return True, False, False, "Serving", message
+    serving = seen.serving_version or "nothing"
+    progress = f"{seen.ready_replicas}/{seen.replicas} replicas ready"
+    if seen.serving_version == seen.desired_version:
+        message = f"version {seen.desired_version} is scaling: {progress}"
+        return False, True, False, "Scaling", message
+    message = f"rolling out version {seen.desired_version}: {progress}; {serving} serves meanwhile"
+    return False, True, False, "RollingOut", message
+
+
+def build_status(seen: Observed, previous: Sequence[Mapping[str, Any]], now: str) -> dict[str, Any]:
+    """The whole status; keys set to None are to be removed (merge-patch semantics).
+
+    A condition keeps its lastTransitionTime from `previous` unless its status flips.
+    """
+    context = _Context(previous, now, seen.generation)
+    ready, reconciling, stalled, reason, message = _summary(seen)
+    settled = "Ready" if ready else reason
+    return {
+        "observedGeneration": seen.generation,
+        "conditions": [
+            _condition(context, "Ready", ready, reason, message),
+            _condition(
+                context,
+                "Reconciling",
+                reconciling,
+                reason if reconciling else settled,
+                message if reconciling else "",
+            ),
+            _condition(
+                context,
+                "Stalled",
+                stalled,
+                reason if stalled else settled,
+                message if stalled else "",
+            ),
+        ],
+        "desiredVersion": seen.desired_version,
+        "servingVersion": seen.serving_version,
+        "replicas": seen.replicas,
+        "readyReplicas": seen.ready_replicas,
+        "url": seen.url,
+        "ingressPath": seen.ingress_path,
+    }
+
+
+def status_differs(new: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    """Whether a status patch would change anything the operator owns."""
+    live = live or {}
+    wanted = {key: value for key, value in new.items() if value is not None}
+    return wanted != {key: live[key] for key in new if live.get(key) is not None}

@@ -1,0 +1,116 @@
+"""The CRD as users meet it: names, printer columns, and documented validation rules.
+
+Admission itself is tested against a real API server in tests/cluster; here the
+rules are checked for being documented and for meaning what their descriptions say.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+CRD = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "crds" / "batmodels.batcomputer.io.yaml").read_text()
+)
+VERSION = CRD["spec"]["versions"][0]
+SPEC = VERSION["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+def _pattern(*path):
+    node = SPEC
+    for key in path:
+        node = node["properties"][key]
+    return re.compile(node["pattern"])
+
+
+def test_names_and_scope():
+    names = CRD["spec"]["names"]
+    assert CRD["metadata"]["name"] == "batmodels.batcomputer.io"
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        "BatModel",
+        "batmodels",
+        ["bm"],
+    )
+    assert names["categories"] == ["batcomputer"]
+    assert CRD["spec"]["scope"] == "Namespaced"
+    assert VERSION["name"] == "v1alpha1"
+    assert VERSION["subresources"] == {"status": {}}
+
+
+def test_printer_columns():
+    columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
+    assert columns == {
+        "Version": ".spec.version",
+        "Serving": ".status.servingVersion",
+        "Ready": '.status.conditions[?(@.type=="Ready")].status',
+        "URL": ".status.url",
+        "Age": ".metadata.creationTimestamp",
+    }
+
+
+def _walk(node, path="spec"):
+    yield path, node
+    for key, child in (node.get("properties") or {}).items():
+        yield from _walk(child, f"{path}.{key}")
+
+
+def test_every_spec_field_is_described():
+    # A pattern error quotes the regex; the description is what tells users the rule.
+    undocumented = [path for path, node in _walk(SPEC) if not node.get("description")]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("version", "valid"),
+    [
+        ("1.4.2", True),
+        ("0.0.0", True),
+        ("1.0.0-rc.1", True),
+        ("1.0.0-alpha-", True),
+        ("1.0.0+build.5", True),
+        ("1.0.0-rc.1+build.5", True),
+        ("1.4", False),
+        ("v1.4.2", False),
+        ("01.4.2", False),
+        ("1.0.0-01", False),
+        ("1.0.0-", False),
+        ("1.0.0+", False),
+        ("1.0.0 ", False),
+    ],
+)
+def test_version_rule_is_semver(version, valid):
+    assert bool(_pattern("version").match(version)) is valid
+
+
+@pytest.mark.parametrize(
+    ("uri", "valid"),
+    [
+        ("https://acct.blob.core.windows.net/models/crime/1.4.2", True),
+        ("http://10.244.0.1:10000/devstoreaccount1/models/crime/1.4.2", True),
+        ("https://acct.blob.core.windows.net/models/crime?sv=2024&sig=abc%3D", True),
+        ("ftp://host/models", False),
+        ("https://", False),
+        ("https:///models", False),
+        ("https://host/with space", False),
+        ("models/crime/1.4.2", False),
+    ],
+)
+def test_uri_rule_is_http_url(uri, valid):
+    assert bool(_pattern("source", "uri").match(uri)) is valid
+
+
+def test_only_known_digest_files_with_hex_values():
+    sha256 = SPEC["properties"]["source"]["properties"]["sha256"]
+    assert set(sha256["properties"]) == {"model.pkl", "lookup.pkl", "flags.pkl"}
+    hex_rule = re.compile(sha256["properties"]["model.pkl"]["pattern"])
+    assert hex_rule.match("0f" * 32)
+    assert not hex_rule.match("0F" * 32)
+    assert not hex_rule.match("0f" * 31)
+
+
+def test_replicas_and_ingress_rules():
+    replicas = SPEC["properties"]["replicas"]
+    assert (replicas["minimum"], replicas["maximum"], replicas["default"]) == (0, 100, 1)
+    assert _pattern("ingress", "path").match("/models/crime")
+    assert not _pattern("ingress", "path").match("models/crime")

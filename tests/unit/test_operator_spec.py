@@ -1,0 +1,68 @@
+"""A BatModel spec is checked again by the operator before anything is built from it."""
+
+import pytest
+
+from batcomputer_operator.spec import BatModelSpec, IngressSpec, SpecError, parse_spec
+
+HEX = "ab" * 32
+URI = "http://10.244.0.1:10000/devstoreaccount1/models/crime/1.4.2"
+
+
+def test_minimal_spec_gets_defaults():
+    spec = parse_spec({"version": "1.4.2", "source": {"uri": URI}})
+    assert spec == BatModelSpec(version="1.4.2", source_uri=URI)
+    assert spec.replicas == 1
+
+
+def test_full_spec_is_kept_in_file_order():
+    spec = parse_spec(
+        {
+            "version": "2.0.0-rc.1+build.5",
+            "source": {
+                "uri": URI,
+                "credentialsSecret": "blob-reader",
+                "sha256": {"flags.pkl": HEX, "model.pkl": HEX},
+            },
+            "replicas": 0,
+            "resources": {"limits": {"cpu": "1"}},
+            "ingress": {"path": "/models/crime", "host": "models.local", "className": "nginx"},
+            "serverImage": "registry.local/server:1",
+        }
+    )
+    assert spec.sha256 == (("model.pkl", HEX), ("flags.pkl", HEX))
+    assert spec.credentials_secret == "blob-reader"
+    assert spec.replicas == 0
+    assert spec.resources == {"limits": {"cpu": "1"}}
+    assert spec.ingress == IngressSpec("/models/crime", "models.local", "nginx")
+    assert spec.server_image == "registry.local/server:1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"version": "1.4", "source": {"uri": URI}}, "spec.version"),
+        ({"version": "v1.4.2", "source": {"uri": URI}}, "spec.version"),
+        ({"version": "01.4.2", "source": {"uri": URI}}, "spec.version"),
+        ({"version": "1.4.2"}, "spec.source"),
+        ({"version": "1.4.2", "source": {"uri": "ftp://x/y"}}, "spec.source.uri"),
+        (
+            {"version": "1.4.2", "source": {"uri": URI, "sha256": {"model.pk": HEX}}},
+            "spec.source.sha256",
+        ),
+        (
+            {"version": "1.4.2", "source": {"uri": URI, "sha256": {"model.pkl": HEX.upper()}}},
+            "spec.source.sha256.model.pkl",
+        ),
+        ({"version": "1.4.2", "source": {"uri": URI}, "replicas": 101}, "spec.replicas"),
+        ({"version": "1.4.2", "source": {"uri": URI}, "replicas": -1}, "spec.replicas"),
+        ({"version": "1.4.2", "source": {"uri": URI}, "replicas": True}, "spec.replicas"),
+        ({"version": "1.4.2", "source": {"uri": URI}, "ingress": {"path": "x"}}, "spec.ingress"),
+        (
+            {"version": "1.4.2", "source": {"uri": URI}, "resources": {"claims": []}},
+            "spec.resources",
+        ),
+    ],
+)
+def test_bad_spec_names_the_field(raw, field):
+    with pytest.raises(SpecError, match=f"^{field}"):
+        parse_spec(raw)

@@ -1,0 +1,265 @@
+"""Status rules: when a version counts as rolled out, what counts as failure, kstatus conditions."""
+
+import pytest
+
+from batcomputer_operator.status import (
+    Failure,
+    Observed,
+    build_status,
+    deployment_failure,
+    pod_failure,
+    rollout_complete,
+    status_differs,
+)
+
+T0 = "2026-01-01T00:00:00Z"
+T1 = "2026-01-01T00:05:00Z"
+
+
+def _deployment(*, replicas=2, generation=3, observed=3, ready=2, updated=2, total=2, available=2):
+    return {
+        "metadata": {"name": "crime-v1-4-2", "generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+        },
+    }
+
+
+def test_rollout_complete_when_every_replica_is_updated_and_ready():
+    assert rollout_complete(_deployment())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"observed": 2},  # the controller has not seen the latest template yet
+        {"ready": 1, "available": 1},
+        {"updated": 1},  # an old-template pod still counts as ready
+        {"total": 3},  # a surge pod is still around
+        {"replicas": 3},
+    ],
+)
+def test_rollout_not_complete(changes):
+    assert not rollout_complete(_deployment(**changes))
+    assert not rollout_complete(None)
+
+
+def test_zero_replicas_is_complete_once_observed():
+    stopped = {"metadata": {"generation": 4}, "spec": {"replicas": 0}, "status": {}}
+    assert not rollout_complete(stopped)
+    stopped["status"]["observedGeneration"] = 4
+    assert rollout_complete(stopped)
+
+
+def _pod(name, init=None, server=None):
+    status = {}
+    if init is not None:
+        status["initContainerStatuses"] = [{"name": "fetch", "ready": False, **init}]
+    if server is not None:
+        status["containerStatuses"] = [{"name": "server", **server}]
+    return {"metadata": {"name": name}, "status": status}
+
+
+def _terminated(code, message=None):
+    terminated = {"exitCode": code, "reason": "Error" if code else "Completed"}
+    if message is not None:
+        terminated["message"] = message
+    return terminated
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (3, "BlobNotFound"),
+        (4, "AuthenticationFailed"),
+        (5, "DigestMismatch"),
+        (6, "StorageUnreachable"),
+        (7, "InvalidBundle"),
+        (1, "FetchFailed"),
+    ],
+)
+def test_fetch_exit_code_names_the_reason(code, reason):
+    pod = _pod("p-1", init={"state": {"terminated": _terminated(code, "the reason\n")}})
+    assert pod_failure([pod]) == Failure(
+        reason, f"fetch container of pod p-1 exited {code}: the reason"
+    )
+
+
+def test_fetch_failure_is_seen_while_it_backs_off():
+    pod = _pod(
+        "p-1",
+        init={
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+            "lastState": {"terminated": _terminated(5, "sha256 mismatch for model.pkl")},
+        },
+    )
+    assert pod_failure([pod]) == Failure(
+        "DigestMismatch", "fetch container of pod p-1 exited 5: sha256 mismatch for model.pkl"
+    )
+
+
+def test_failure_is_found_in_any_pod_not_only_the_first():
+    healthy = _pod(
+        "a-pod",
+        init={"state": {"terminated": _terminated(0)}},
+        server={"ready": True, "state": {"running": {}}},
+    )
+    starting = _pod("b-pod", init={"state": {"running": {}}})
+    failing = _pod("c-pod", init={"state": {"terminated": _terminated(3, "blob not found: x")}})
+    failure = pod_failure([failing, healthy, starting])
+    assert failure.reason == "BlobNotFound"
+    assert "c-pod" in failure.message
+    assert pod_failure([healthy, starting]) is None
+
+
+def test_server_crash_loop_carries_the_last_log_line():
+    pod = _pod(
+        "p-1",
+        init={"state": {"terminated": _terminated(0)}},
+        server={
+            "ready": False,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {
+                "terminated": _terminated(
+                    1, "Traceback...\n  File x\nValueError: lookup mismatch\n"
+                )
+            },
+        },
+    )
+    assert pod_failure([pod]) == Failure(
+        "ServerFailed", "server container of pod p-1 exited 1: ValueError: lookup mismatch"
+    )
+
+
+def test_a_recovered_server_is_not_a_failure():
+    pod = _pod(
+        "p-1",
+        server={
+            "ready": True,
+            "state": {"running": {}},
+            "lastState": {"terminated": _terminated(137)},
+        },
+    )
+    assert pod_failure([pod]) is None
+
+
+def test_image_pull_failure_is_a_failure():
+    pod = _pod(
+        "p-1",
+        init={"state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}},
+    )
+    assert pod_failure([pod]) == Failure("ErrImagePull", "fetch container of pod p-1: not found")
+
+
+def test_progress_deadline_is_a_failure():
+    deployment = _deployment(ready=0)
+    deployment["status"]["conditions"] = [
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "x" has timed out progressing.',
+        }
+    ]
+    assert deployment_failure(deployment) == Failure(
+        "ProgressDeadlineExceeded", 'ReplicaSet "x" has timed out progressing.'
+    )
+    assert deployment_failure(_deployment()) is None
+
+
+def _seen(**changes):
+    values = {
+        "generation": 4,
+        "desired_version": "1.4.2",
+        "replicas": 2,
+        "ready_replicas": 2,
+        "complete": True,
+        "serving_version": "1.4.2",
+        "failure": None,
+        "url": "http://crime.models.svc/api",
+        "ingress_path": None,
+    }
+    values.update(changes)
+    return Observed(**values)
+
+
+def _conditions(status):
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_ready_when_complete():
+    status = build_status(_seen(), [], T0)
+    assert _conditions(status) == {
+        "Ready": ("True", "Serving"),
+        "Reconciling": ("False", "Ready"),
+        "Stalled": ("False", "Ready"),
+    }
+    assert status["observedGeneration"] == 4
+    assert all(c["observedGeneration"] == 4 for c in status["conditions"])
+    assert status["servingVersion"] == "1.4.2"
+    assert status["url"] == "http://crime.models.svc/api"
+    assert status["ingressPath"] is None
+
+
+def test_rolling_out_while_the_old_version_serves():
+    seen = _seen(desired_version="1.5.0", ready_replicas=1, complete=False)
+    status = build_status(seen, [], T0)
+    assert _conditions(status) == {
+        "Ready": ("False", "RollingOut"),
+        "Reconciling": ("True", "RollingOut"),
+        "Stalled": ("False", "RollingOut"),
+    }
+    ready = status["conditions"][0]
+    assert (
+        ready["message"] == "rolling out version 1.5.0: 1/2 replicas ready; 1.4.2 serves meanwhile"
+    )
+
+
+def test_scaling_the_serving_version():
+    status = build_status(_seen(replicas=3, complete=False), [], T0)
+    assert _conditions(status)["Reconciling"] == ("True", "Scaling")
+
+
+def test_stalled_carries_the_failure():
+    failure = Failure("DigestMismatch", "fetch container of pod p exited 5: sha256 mismatch")
+    seen = _seen(desired_version="1.5.0", ready_replicas=0, complete=False, failure=failure)
+    status = build_status(seen, [], T0)
+    assert _conditions(status) == {
+        "Ready": ("False", "DigestMismatch"),
+        "Reconciling": ("False", "DigestMismatch"),
+        "Stalled": ("True", "DigestMismatch"),
+    }
+    assert status["conditions"][2]["message"] == failure.message
+    assert status["servingVersion"] == "1.4.2"
+
+
+def test_zero_replicas_is_ready_and_stopped():
+    seen = _seen(replicas=0, ready_replicas=0, serving_version=None)
+    status = build_status(seen, [], T0)
+    assert _conditions(status)["Ready"] == ("True", "Stopped")
+    assert status["servingVersion"] is None
+
+
+def test_transition_time_moves_only_when_a_condition_flips():
+    first = build_status(_seen(complete=False), [], T0)
+    same = build_status(_seen(complete=False, ready_replicas=1), first["conditions"], T1)
+    assert [c["lastTransitionTime"] for c in same["conditions"]] == [T0, T0, T0]
+    done = build_status(_seen(), same["conditions"], T1)
+    times = {c["type"]: c["lastTransitionTime"] for c in done["conditions"]}
+    assert times == {"Ready": T1, "Reconciling": T1, "Stalled": T0}
+
+
+def test_status_is_patched_only_when_it_changes():
+    status = build_status(_seen(), [], T0)
+    live = {key: value for key, value in status.items() if value is not None}
+    assert not status_differs(status, live)
+    assert status_differs(status, None)
+    assert status_differs(status, {**live, "readyReplicas": 1})
+    assert status_differs(status, {**live, "ingressPath": "/old"})
+    newer = build_status(_seen(generation=5), status["conditions"], T1)
+    assert status_differs(newer, live)
