@@ -1,0 +1,71 @@
+"""pytest plugin: a real Azurite blob service for the test session (``azurite`` fixture)."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+from batcomputer_dev.azurite import Azurite, free_port, start_azurite, stop_azurite
+from batcomputer_server.blobstore import EMULATOR_ACCOUNT, EMULATOR_ACCOUNT_KEY
+
+
+@dataclass
+class AzuriteService:
+    """What tests need from the running emulator."""
+
+    process: Azurite
+    _names: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def blob_endpoint(self) -> str:
+        """``http://127.0.0.1:<port>/devstoreaccount1``: prefix of every path-style URI."""
+        return self.process.blob_endpoint
+
+    @property
+    def connection_string(self) -> str:
+        return self.process.connection_string
+
+    def service_client(self) -> BlobServiceClient:
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+    def make_container(self, stem: str = "test") -> str:
+        """Create a fresh, uniquely named container and return its name."""
+        name = f"{stem}-{next(self._names)}"
+        self.service_client().create_container(name)
+        return name
+
+    def folder_uri(self, container: str, prefix: str = "") -> str:
+        return "/".join(part for part in (self.blob_endpoint, container, prefix) if part)
+
+    def sas_token(self, container: str, permission: str = "rl", hours: float = 1.0) -> str:
+        """A container SAS (no leading '?') signed with the emulator's account key."""
+        return generate_container_sas(
+            EMULATOR_ACCOUNT,
+            container,
+            account_key=EMULATOR_ACCOUNT_KEY,
+            permission=ContainerSasPermissions.from_string(permission),
+            expiry=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=hours),
+        )
+
+    def upload_folder(self, folder: Path, container: str, prefix: str) -> None:
+        """Copy every file of a local folder under ``prefix`` (test setup, not the publisher)."""
+        client = self.service_client().get_container_client(container)
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                client.upload_blob(f"{prefix}/{path.name}", path.read_bytes(), overwrite=True)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteService]:
+    """A real Azurite on a free loopback port, telemetry disabled, stopped after the session."""
+    process = start_azurite("127.0.0.1", free_port(), tmp_path_factory.mktemp("azurite"))
+    try:
+        yield AzuriteService(process)
+    finally:
+        stop_azurite(process)
