@@ -10,6 +10,7 @@ into one of three kinds a user can act on: not found, authentication failed, unr
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -292,70 +293,76 @@ class BlobStore:
             read_timeout=retry.read_timeout,
         )
 
-    def _call(
-        self,
-        what: str,
-        operation: Any,
-        *args: Any,
-        tolerate: tuple[type[AzureError], ...] = (),
-        **kwargs: Any,
-    ) -> Any:
+    def child(self, *segments: str) -> BlobStore:
+        """The same container, client and credentials, for a folder below this one."""
+        below = copy.copy(self)
+        below.folder = self.folder.child(*segments)
+        return below
+
+    @contextlib.contextmanager
+    def _storage_errors(self, what: str) -> Iterator[_AttemptCounter]:
+        """Turn SDK errors inside the block into ours; the counter is the SDK's retry_hook."""
         counter = _AttemptCounter()
         try:
-            return operation(*args, retry_hook=counter, **kwargs)
-        except tolerate:
+            yield counter
+        except ResourceExistsError:
             raise
         except AzureError as error:
             raise _translate(
                 error, what, counter.attempts, anonymous=self._credential is None
             ) from None
 
+    def _blob(self, file_name: str) -> Any:
+        return self._client.get_blob_client(self.folder.blob_name(file_name))
+
     def read_bytes(self, file_name: str) -> bytes:
-        blob = self._client.get_blob_client(self.folder.blob_name(file_name))
-        what = self.folder.display(file_name)
-        downloader = self._call(what, blob.download_blob)
-        return self._call(what, downloader.readall)
+        with self._storage_errors(self.folder.display(file_name)) as counter:
+            return self._blob(file_name).download_blob(retry_hook=counter).readall()
 
     def download_to(self, file_name: str, stream: IO[bytes]) -> int:
-        blob = self._client.get_blob_client(self.folder.blob_name(file_name))
-        what = self.folder.display(file_name)
-        downloader = self._call(what, blob.download_blob)
-        return self._call(what, downloader.readinto, stream)
+        """Stream a blob into ``stream``; returns the number of bytes written."""
+        with self._storage_errors(self.folder.display(file_name)) as counter:
+            return self._blob(file_name).download_blob(retry_hook=counter).readinto(stream)
 
     def exists(self, file_name: str) -> bool:
-        blob = self._client.get_blob_client(self.folder.blob_name(file_name))
-        return bool(self._call(self.folder.display(file_name), blob.exists))
+        with self._storage_errors(self.folder.display(file_name)) as counter:
+            return bool(self._blob(file_name).exists(retry_hook=counter))
 
     def upload_file(self, path: Path, file_name: str, progress: Any = None) -> None:
         """Upload (overwriting); ``progress(sent_bytes, total_bytes)`` is called as it goes."""
-        blob = self._client.get_blob_client(self.folder.blob_name(file_name))
         content_type = "application/json" if path.suffix == ".json" else "application/octet-stream"
-        with path.open("rb") as stream:
-            self._call(
-                self.folder.display(file_name),
-                blob.upload_blob,
+        with (
+            self._storage_errors(self.folder.display(file_name)) as counter,
+            path.open("rb") as stream,
+        ):
+            self._blob(file_name).upload_blob(
                 stream,
                 length=path.stat().st_size,
                 overwrite=True,
                 content_settings=ContentSettings(content_type=content_type),
                 progress_hook=progress,
+                retry_hook=counter,
             )
 
     def delete(self, file_name: str) -> None:
-        blob = self._client.get_blob_client(self.folder.blob_name(file_name))
-        with contextlib.suppress(BlobNotFoundError):
-            self._call(self.folder.display(file_name), blob.delete_blob)
+        with (
+            contextlib.suppress(BlobNotFoundError),
+            self._storage_errors(self.folder.display(file_name)) as counter,
+        ):
+            self._blob(file_name).delete_blob(retry_hook=counter)
 
     def ensure_container(self) -> bool:
         """Create the container if it does not exist; True when it was created."""
         what = self.folder.display()
         try:
-            self._call(what, self._client.get_container_properties)
+            with self._storage_errors(what) as counter:
+                self._client.get_container_properties(retry_hook=counter)
             return False
         except BlobNotFoundError:
             pass
         try:
-            self._call(what, self._client.create_container, tolerate=(ResourceExistsError,))
+            with self._storage_errors(what) as counter:
+                self._client.create_container(retry_hook=counter)
         except ResourceExistsError:
             return False
         except StorageAuthError as error:
@@ -365,14 +372,15 @@ class BlobStore:
             ) from None
         return True
 
-    def subfolders(self) -> Iterator[str]:
+    def subfolders(self) -> list[str]:
         """Names of the immediate 'subfolders' under the folder prefix."""
         start = f"{self.folder.prefix}/" if self.folder.prefix else ""
-        try:
-            for item in self._client.walk_blobs(name_starts_with=start, delimiter="/"):
-                if isinstance(item, BlobPrefix):
-                    yield item.name[len(start) :].rstrip("/")
-        except AzureError as error:
-            raise _translate(
-                error, self.folder.display(), 1, anonymous=self._credential is None
-            ) from None
+        with self._storage_errors(self.folder.display()) as counter:
+            listing = self._client.walk_blobs(
+                name_starts_with=start, delimiter="/", retry_hook=counter
+            )
+            return [
+                item.name[len(start) :].rstrip("/")
+                for item in listing
+                if isinstance(item, BlobPrefix)
+            ]

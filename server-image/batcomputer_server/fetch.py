@@ -120,7 +120,7 @@ def fetch_bundle(
     sizes: dict[str, int] = {}
     for name, digest in digests.items():
         sizes[name] = _download_verified(store, dest, name, digest)
-        report(f"{name}: {sizes[name]} bytes, sha256 {digest[:12]}… verified")
+        report(f"{name}: {sizes[name]} bytes, sha256 {digest[:12]}... verified")
     partial_manifest = dest / (bundle.MANIFEST_FILE + _PARTIAL_SUFFIX)
     partial_manifest.write_bytes(manifest_bytes)
     os.replace(partial_manifest, dest / bundle.MANIFEST_FILE)
