@@ -4,7 +4,11 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["batcomputer_dev.pytest_helm", "batcomputer_dev.pytest_azurite"]
+pytest_plugins = [
+    "batcomputer_dev.pytest_helm",
+    "batcomputer_dev.pytest_azurite",
+    "batcomputer_dev.pytest_bundles",
+]
 
 _TIERS = ("unit", "integration", "cluster", "e2e")
 _TESTS_ROOT = Path(__file__).parent
