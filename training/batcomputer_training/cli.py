@@ -102,6 +102,7 @@ def run(argv: Sequence[str] | None = None) -> Path:
         pipeline.make_estimator(config, args.estimator, params)
     except pipeline.TrainingError as error:
         raise UsageError(str(error)) from None
+    pipeline.bundle_folder(args.out, config.name, version, args.force)  # fail before training
 
     def log(message: str) -> None:
         if not args.quiet:

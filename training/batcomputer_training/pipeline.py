@@ -537,14 +537,20 @@ def manifest_for(trained: Trained, version: str) -> dict[str, Any]:
     }
 
 
-def write_bundle(trained: Trained, version: str, out: Path, force: bool = False) -> Path:
-    """Write ``out/<model>/<version>/`` atomically; an existing version needs ``force``."""
-    target = out / trained.config.name / version
+def bundle_folder(out: Path, name: str, version: str, force: bool = False) -> Path:
+    """``out/<name>/<version>``; an existing, non-empty one is refused unless ``force``."""
+    target = out / name / version
     if target.exists() and any(target.iterdir()) and not force:
         raise BundleExistsError(
             f"{target} already exists; versions are immutable (choose another version, or "
             "--force to replace it)"
         )
+    return target
+
+
+def write_bundle(trained: Trained, version: str, out: Path, force: bool = False) -> Path:
+    """Write ``out/<model>/<version>/`` atomically; an existing version needs ``force``."""
+    target = bundle_folder(out, trained.config.name, version, force)
     lookup = bundle.lookup_from_features(trained.schema.features)
     n_features = getattr(trained.model, "n_features_in_", len(lookup))
     if n_features != len(lookup):
