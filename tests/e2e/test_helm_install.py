@@ -1,0 +1,119 @@
+"""`helm install` of the chart onto the real cluster: the operator comes up and serves models."""
+
+import secrets
+
+from _e2e_support import (
+    CHART,
+    CREDENTIALS_SECRET,
+    TITANIC_PASSENGER,
+    batmodel,
+    create,
+    current,
+    get,
+    image_values,
+    is_true,
+    kubectl_json,
+    predict,
+    wait_for,
+)
+
+INSTANCE = "app.kubernetes.io/instance"
+
+
+def _operator_pod(cluster, release) -> dict:
+    pods = kubectl_json(
+        cluster, "get", "pods", "-n", release.namespace, "-l", f"{INSTANCE}={release.name}"
+    )
+    (pod,) = pods["items"]
+    return pod
+
+
+def test_operator_pod_is_ready_and_runs_hardened(kube_cluster, operator_release):
+    pod = _operator_pod(kube_cluster, operator_release)
+    assert is_true(pod, "Ready")
+    assert pod["spec"]["serviceAccountName"] == operator_release.service_account
+    name, namespace = pod["metadata"]["name"], operator_release.namespace
+    uid = kube_cluster.kubectl("exec", name, "-n", namespace, "--", "id", "-u").strip()
+    assert uid == "10001"
+    write = kube_cluster.kubectl(
+        *("exec", name, "-n", namespace, "--", "sh", "-c", "touch /opt/written 2>&1; echo $?")
+    )
+    assert "Read-only file system" in write
+
+
+def test_install_notes_tell_the_next_commands(operator_release):
+    notes = operator_release.install_output
+    assert (
+        f"kubectl -n {operator_release.namespace} rollout status "
+        f"deployment/{operator_release.name}-batcomputer-operator"
+    ) in notes
+    assert f"kubectl get batmodels -n {operator_release.models_namespace}" in notes
+    assert "batcomputer-publish" in notes
+
+
+def test_published_model_is_reconciled_to_ready_and_answers(
+    kube_cluster, operator_release, published_models
+):
+    namespace = operator_release.models_namespace
+    manifest = batmodel("titanic", published_models["titanic-1.0.0"], CREDENTIALS_SECRET)
+    create(kube_cluster, manifest, namespace)
+    ready = wait_for(
+        lambda: get(kube_cluster, "batmodel", "titanic", namespace),
+        lambda obj: current(obj) and is_true(obj, "Ready"),
+        "BatModel titanic Ready",
+    )
+    assert ready["status"]["servingVersion"] == "1.0.0"
+    assert ready["status"]["readyReplicas"] == 1
+    probabilities = predict(kube_cluster, "titanic", namespace, TITANIC_PASSENGER)
+    assert set(probabilities) == {"died", "survived"}
+    assert abs(sum(probabilities.values()) - 1.0) < 1e-6
+    # A young woman travelling first class: the model has learnt she very likely survived.
+    assert probabilities["survived"] > 0.5
+    kube_cluster.kubectl("delete", "batmodel", "titanic", "-n", namespace, "--wait=true")
+
+
+def test_operator_needed_no_permission_it_lacks(kube_cluster, operator_release):
+    logs = kube_cluster.kubectl(
+        "logs", _operator_pod(kube_cluster, operator_release)["metadata"]["name"],
+        "-n", operator_release.namespace,
+    )  # fmt: skip
+    assert "Forbidden" not in logs
+    assert "Not enough permissions" not in logs
+    assert "HTTP 403" not in logs
+
+
+def test_uninstall_removes_the_operator_and_its_rbac(
+    helm, kube_cluster, operator_image, server_image
+):
+    suffix = secrets.token_hex(3)
+    release, namespace, watched = f"bc-un-{suffix}", f"bc-un-system-{suffix}", f"bc-un-{suffix}"
+    kube_cluster.kubectl("create", "namespace", watched)
+    try:
+        helm(
+            *("install", release, CHART, "--namespace", namespace, "--create-namespace"),
+            *image_values(operator_image, server_image),
+            *("--set-json", f'watchNamespaces=["{watched}"]', "--wait", "--timeout", "5m"),
+            kubeconfig=kube_cluster.kubeconfig,
+        )
+        selector = f"{INSTANCE}={release}"
+        namespaced = "deployments,serviceaccounts,roles,rolebindings"
+        assert kubectl_json(kube_cluster, "get", namespaced, "-A", "-l", selector)["items"]
+
+        helm(
+            "uninstall",
+            release,
+            "--namespace",
+            namespace,
+            "--wait",
+            kubeconfig=kube_cluster.kubeconfig,
+        )
+
+        assert not kubectl_json(kube_cluster, "get", namespaced, "-A", "-l", selector)["items"]
+        cluster_scoped = "clusterroles,clusterrolebindings"
+        assert not kubectl_json(kube_cluster, "get", cluster_scoped, "-l", selector)["items"]
+        # Helm never deletes CRDs: BatModels (and the models they serve) survive an uninstall.
+        assert get(kube_cluster, "crd", "batmodels.batcomputer.io", "default")
+    finally:
+        kube_cluster.kubectl(
+            "delete", "namespace", watched, namespace, "--ignore-not-found", "--wait=false"
+        )
