@@ -255,7 +255,8 @@ def _translate(error: AzureError, what: str, attempts: int, anonymous: bool) -> 
             return BlobNotFoundError(f"blob not found: {what} (the container does not exist)")
         return BlobNotFoundError(f"blob not found: {what}")
     if isinstance(error, HttpResponseError) and error.status_code in (401, 403):
-        code = str(getattr(error, "error_code", "") or "").rsplit(".", 1)[-1]
+        code = getattr(error, "error_code", None)
+        code = str(getattr(code, "value", code) or "")
         hint = "no credentials given" if anonymous else code or f"HTTP {error.status_code}"
         return StorageAuthError(f"authentication failed: {hint} for {what}")
     if isinstance(error, ServiceRequestError | ServiceResponseError):
@@ -352,24 +353,16 @@ class BlobStore:
             self._blob(file_name).delete_blob(retry_hook=counter)
 
     def ensure_container(self) -> bool:
-        """Create the container if it does not exist; True when it was created."""
-        what = self.folder.display()
+        """Create the container unless it exists; True when it was created.
+
+        Credentials scoped to one container (a container SAS) may neither create nor inspect
+        it; then it is assumed to exist, and a missing one shows up as 'blob not found'.
+        """
         try:
-            with self._storage_errors(what) as counter:
-                self._client.get_container_properties(retry_hook=counter)
-            return False
-        except BlobNotFoundError:
-            pass
-        try:
-            with self._storage_errors(what) as counter:
+            with self._storage_errors(self.folder.display()) as counter:
                 self._client.create_container(retry_hook=counter)
-        except ResourceExistsError:
+        except (ResourceExistsError, StorageAuthError):
             return False
-        except StorageAuthError as error:
-            raise StorageAuthError(
-                f"container {self.folder.container} does not exist and these credentials "
-                f"may not create it ({error})"
-            ) from None
         return True
 
     def subfolders(self) -> list[str]:
