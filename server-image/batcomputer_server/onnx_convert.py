@@ -114,6 +114,9 @@ def _convert(model: Any, n_features: int, dtype: str) -> bytes:
     if len(outputs) != 2:
         raise _Retry(RuntimeError(f"expected outputs label and probabilities, got {len(outputs)}"))
     _rename_output(onnx_model, outputs[1].name, PROBABILITIES_OUTPUT)
+    # skl2onnx names the graph with a random UUID; a fixed name makes the same fitted
+    # model always serialize to the same bytes (reproducible bundle digests).
+    onnx_model.graph.name = type(model).__name__
     return onnx_model.SerializeToString()
 
 

@@ -110,6 +110,10 @@ def test_retraining_the_same_config_keeps_the_schema_digest(trained_bundles, tmp
     assert again["schema_digest"] == original["schema_digest"]
     assert again["metrics"] == original["metrics"]  # same seed, same split, same forest
     assert again["self_check"] == original["self_check"]
+    # Reproducible: the same configuration and data give byte-identical files.
+    assert {n: e["sha256"] for n, e in again["files"].items()} == {
+        n: e["sha256"] for n, e in original["files"].items()
+    }
 
 
 def test_another_estimator_is_a_minor_change_with_the_same_schema(trained_bundles, tmp_path):

@@ -69,3 +69,9 @@ def test_shape_mismatch_is_an_error_not_a_number(data):
 def test_garbage_bytes_do_not_load():
     with pytest.raises(OnnxConversionError, match="cannot load"):
         onnx_convert.make_session(b"not an onnx model")
+
+
+def test_conversion_is_reproducible(data):
+    rows, labels = data
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(rows, labels)
+    assert onnx_convert.to_onnx(model, 4) == onnx_convert.to_onnx(model, 4)
