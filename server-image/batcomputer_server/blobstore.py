@@ -251,6 +251,12 @@ def _first_line(error: BaseException) -> str:
 
 def _translate(error: AzureError, what: str, attempts: int, anonymous: bool) -> BlobStoreError:
     if isinstance(error, ResourceNotFoundError):
+        if anonymous:
+            # Azure answers 404, not 403, to anonymous reads of a private container.
+            return BlobNotFoundError(
+                f"blob not found: {what} (no credentials given: if the container is private, "
+                f"set {CONNECTION_STRING_ENV} or {SAS_TOKEN_ENV})"
+            )
         if getattr(error, "error_code", None) == "ContainerNotFound":
             return BlobNotFoundError(f"blob not found: {what} (the container does not exist)")
         return BlobNotFoundError(f"blob not found: {what}")

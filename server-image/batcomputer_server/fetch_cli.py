@@ -70,7 +70,10 @@ def _finish(message: str, code: int, termination_log: Path | None) -> int:
     line = mask_secrets(message)
     print(line if code == EXIT_OK else f"batcomputer-fetch: {line}", file=sys.stderr)
     if termination_log is not None:
-        termination_log.write_text(line + "\n")
+        try:
+            termination_log.write_text(line + "\n")
+        except OSError as error:
+            print(f"batcomputer-fetch: cannot write {termination_log}: {error}", file=sys.stderr)
     return code
 
 
