@@ -1,0 +1,219 @@
+"""The end-to-end demo: what a new team does on day one, run as one command.
+
+Every step uses the same public commands a user would type (batcomputer-train,
+batcomputer-publish, helm, kubectl), so the demo also proves those work together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from batcomputer_dev import azurite, cluster_config, helm_tool
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "batcomputer-operator"
+OPERATOR_NAMESPACE = "batcomputer-system"
+MODELS_NAMESPACE = "models"
+RELEASE = "batcomputer"
+MODEL_VERSION = "1.0.0"
+CONTAINER = "models"
+
+# One example row per model: the same shape a caller sends to /api/predict.
+EXAMPLE_INPUTS = {
+    "titanic": {
+        "pclass": "1st",
+        "sex": "female",
+        "age": 29,
+        "sibsp": 0,
+        "parch": 0,
+        "fare": 80.0,
+        "embarked": "Southampton",
+    },
+    "crime": {"crime": "Burglary", "district": "Leeds", "year": 2018},
+}
+
+
+class DemoError(RuntimeError):
+    """A step failed; the message says which and what to look at."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    work_dir: Path
+    kubeconfig: Path
+    blob_host: str
+    blob_port: int
+
+    @property
+    def container_uri(self) -> str:
+        return f"http://{self.blob_host}:{self.blob_port}/{azurite.ACCOUNT}/{CONTAINER}"
+
+
+def _step(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def _bin(name: str) -> str:
+    sibling = Path(sys.executable).parent / name
+    return str(sibling) if sibling.exists() else name
+
+
+def _run(
+    command: Sequence[str], settings: DemoSettings, *, capture: bool = False, env_extra=None
+) -> str:
+    env = {**os.environ, "KUBECONFIG": str(settings.kubeconfig), **(env_extra or {})}
+    result = subprocess.run(
+        list(command),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DemoError(f"`{' '.join(command)}` failed with exit code {result.returncode}")
+    return result.stdout or ""
+
+
+def _kubectl(settings: DemoSettings, *args: str, capture: bool = False) -> str:
+    return _run([_kubectl_binary(), *args], settings, capture=capture)
+
+
+def _kubectl_binary() -> str:
+    local = cluster_config.cache_root()
+    built = sorted(local.glob("k8s/*/bin/kubectl"))
+    return str(built[-1]) if built else (shutil.which("kubectl") or str(helm_tool.kubectl_binary()))
+
+
+def _train_and_publish(settings: DemoSettings, model: str, connection_string: str) -> str:
+    bundles = settings.work_dir / "bundles"
+    bundle_dir = bundles / model / MODEL_VERSION
+    if not (bundle_dir / "bundle.json").exists():
+        _run(
+            [_bin("batcomputer-train"), model, "--version", MODEL_VERSION, "--out", str(bundles)],
+            settings,
+        )
+    manifest = _run(
+        [_bin("batcomputer-publish"), str(bundle_dir), "--to", settings.container_uri, "--force"],
+        settings,
+        capture=True,
+        env_extra={"AZURE_STORAGE_CONNECTION_STRING": connection_string},
+    )
+    manifest_path = settings.work_dir / f"batmodel-{model}.yaml"
+    manifest_path.write_text(manifest)
+    return str(manifest_path)
+
+
+def _install_operator(settings: DemoSettings) -> None:
+    helm = str(helm_tool.helm_binary())
+    _run(
+        [
+            helm,
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+        settings,
+        env_extra={
+            "HELM_CACHE_HOME": str(settings.work_dir / "helm" / "cache"),
+            "HELM_CONFIG_HOME": str(settings.work_dir / "helm" / "config"),
+            "HELM_DATA_HOME": str(settings.work_dir / "helm" / "data"),
+        },
+    )
+
+
+def _predict(settings: DemoSettings, model: str) -> dict:
+    cluster_ip = _kubectl(
+        settings,
+        "get",
+        "service",
+        model,
+        "-n",
+        MODELS_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+        capture=True,
+    ).strip()
+    request = urllib.request.Request(
+        f"http://{cluster_ip}/api/predict",
+        data=json.dumps(EXAMPLE_INPUTS[model]).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {"url": f"http://{cluster_ip}", "result": json.load(response)}
+
+
+def run_demo(settings: DemoSettings) -> None:
+    started = time.monotonic()
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+
+    _step(f"Azurite (Azure Blob Storage emulator) on {settings.blob_host}:{settings.blob_port}")
+    connection_string = azurite.ensure_running(
+        host=settings.blob_host, port=settings.blob_port, location=settings.work_dir / "azurite"
+    )
+
+    manifests = []
+    for model in ("titanic", "crime"):
+        _step(f"Training and publishing the {model} model, version {MODEL_VERSION}")
+        manifests.append(_train_and_publish(settings, model, connection_string))
+
+    _step("Installing the operator with Helm")
+    _install_operator(settings)
+
+    _step(f"Applying the BatModels in namespace {MODELS_NAMESPACE}")
+    namespace_yaml = _kubectl(
+        settings,
+        "create",
+        "namespace",
+        MODELS_NAMESPACE,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+        capture=True,
+    )
+    (settings.work_dir / "namespace.yaml").write_text(namespace_yaml)
+    _kubectl(settings, "apply", "-f", str(settings.work_dir / "namespace.yaml"))
+    for manifest in manifests:
+        _kubectl(settings, "apply", "-n", MODELS_NAMESPACE, "-f", manifest)
+
+    _step("Waiting for both models to be Ready")
+    _kubectl(
+        settings,
+        "wait",
+        "--for=condition=Ready",
+        "bm/titanic",
+        "bm/crime",
+        "-n",
+        MODELS_NAMESPACE,
+        "--timeout=300s",
+    )
+    _kubectl(settings, "get", "bm", "-n", MODELS_NAMESPACE)
+
+    for model in ("titanic", "crime"):
+        _step(f"A real prediction from {model}, through its Service")
+        answer = _predict(settings, model)
+        print(f"POST {answer['url']}/api/predict {json.dumps(EXAMPLE_INPUTS[model])}")
+        for flag, probability in answer["result"].items():
+            print(f"  {flag:<28} {probability:6.1%} {'#' * round(probability * 40)}")
+        print(f"  Swagger UI: {answer['url']}/api/docs   batclient page: {answer['url']}/")
+
+    print(
+        f"\nDone in {time.monotonic() - started:.0f} s. "
+        f"Try: export KUBECONFIG={settings.kubeconfig}; kubectl get bm -n {MODELS_NAMESPACE}; "
+        f"kubectl describe bm titanic -n {MODELS_NAMESPACE}"
+    )
