@@ -19,6 +19,7 @@ from pathlib import Path
 from batcomputer_server.blobstore import EMULATOR_ACCOUNT, EMULATOR_ACCOUNT_KEY
 
 AZURITE_VERSION = "3.35.0"
+ACCOUNT = EMULATOR_ACCOUNT
 _STATE_FILE = "azurite.json"
 _LOG_FILE = "azurite.log"
 
@@ -209,3 +210,16 @@ def stop_azurite(azurite: Azurite) -> None:
     state = Path(azurite.location) / _STATE_FILE
     if state.exists() and json.loads(state.read_text()).get("pid") == azurite.pid:
         state.unlink()
+
+
+def ensure_running(host: str, port: int, location: Path | None = None) -> str:
+    """Reuse the Azurite recorded in ``location`` or start one; return its connection string."""
+    running = recorded(location)
+    if running is None:
+        running = start_azurite(host, port, location)
+    elif (running.host, running.port) != (host, port):
+        raise AzuriteError(
+            f"the Azurite recorded in {running.location} listens on {running.host}:"
+            f"{running.port}, not {host}:{port}; stop it first (batcomputer-azurite stop)"
+        )
+    return running.connection_string
