@@ -1,0 +1,101 @@
+"""Prometheus metrics, shared across gunicorn workers through multiprocess mode.
+
+prometheus_client picks its value storage when it is imported: ``server_cli`` sets
+``PROMETHEUS_MULTIPROC_DIR`` before anything imports this module, so every worker
+writes its samples to files there and ``/metrics`` on any worker reports them all.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """The server's metrics, registered on a registry of their own."""
+
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.requests = Counter(
+            "batcomputer_http_requests",
+            "HTTP requests answered, by route and status code.",
+            ["route", "method", "status"],
+            registry=self._registry,
+        )
+        self.latency = Histogram(
+            "batcomputer_http_request_duration_seconds",
+            "Time to answer a request, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self._registry,
+        )
+        self.predicted_rows = Counter(
+            "batcomputer_predicted_rows",
+            "Input rows scored (a batch counts each row).",
+            registry=self._registry,
+        )
+        self.input_errors = Counter(
+            "batcomputer_input_errors",
+            "Requests refused for bad input, by status code.",
+            ["status"],
+            registry=self._registry,
+        )
+        self.model_info = Gauge(
+            "batcomputer_model_info",
+            "The served model: 1 for the loaded name, version and engine.",
+            ["name", "version", "engine"],
+            registry=self._registry,
+            multiprocess_mode="max",
+        )
+        self.ready = Gauge(
+            "batcomputer_ready",
+            "1 when the bundle is loaded and its self-check passed, else 0.",
+            registry=self._registry,
+            multiprocess_mode="livemin",
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            # Resolving label children costs more than the model on a single row; keep them.
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def exposition(self) -> bytes:
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self._registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (gunicorn's ``child_exit`` hook)."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,173 @@
+"""``batcomputer-server``: the model server, gunicorn running in-process.
+
+Each worker loads and verifies the bundle after the fork (onnxruntime sessions do not
+survive a fork). A bundle that fails to load leaves the server up but unready: /healthz
+answers, /readyz says 503 and why, and the log has one clear line. Nothing is written
+outside ``$TMPDIR`` (the pod's root filesystem is read-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+_DEFAULT_MAX_BATCH_ROWS = 5000
+_SHM = Path("/dev/shm")
+
+_log = logging.getLogger("batcomputer_server")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batcomputer-server",
+        description="Serve a Batcomputer model bundle over HTTP (gunicorn + Flask).",
+    )
+    parser.add_argument("--bundle", required=True, type=Path, help="the bundle folder")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on [0.0.0.0]")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on [8000]")
+    parser.add_argument("--workers", type=_positive, default=2, help="worker processes [2]")
+    parser.add_argument(
+        "--threads", type=_positive, default=2, help="threads per worker (keep-alive needs 2+) [2]"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=_DEFAULT_MAX_BODY_BYTES,
+        help=f"largest request body; larger gets 413 [{_DEFAULT_MAX_BODY_BYTES}]",
+    )
+    parser.add_argument(
+        "--max-batch-rows",
+        type=_positive,
+        default=_DEFAULT_MAX_BATCH_ROWS,
+        help=f"most rows in one batch; more gets 413 [{_DEFAULT_MAX_BATCH_ROWS}]",
+    )
+    parser.add_argument(
+        "--root-path",
+        default=os.environ.get("BATCOMPUTER_ROOT_PATH", ""),
+        help="path prefix the server is also reached under, e.g. /models/crime "
+        "[$BATCOMPUTER_ROOT_PATH]",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level [info]",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log each request line (never bodies)"
+    )
+    return parser
+
+
+def _prepare_metrics_dir() -> str:
+    """Prometheus multiprocess directory: $PROMETHEUS_MULTIPROC_DIR or a fresh one in $TMPDIR."""
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        # Samples of an earlier run would be added to this one's.
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="batcomputer-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return str(directory)
+
+
+def build_app(options: argparse.Namespace) -> Any:
+    """Load the bundle and build the WSGI app; an unready app when the bundle is bad."""
+    from batcomputer_server import bundle
+    from batcomputer_server.app import create_app
+    from batcomputer_server.predictor import Predictor
+
+    settings = {
+        "max_body_bytes": options.max_body_bytes,
+        "max_batch_rows": options.max_batch_rows,
+        "root_path": options.root_path,
+    }
+    try:
+        predictor = Predictor.load(options.bundle)
+    except Exception as error:
+        _log.error("bundle %s is NOT READY (serving 503 on /readyz): %s", options.bundle, error)
+        try:
+            manifest = bundle.read_manifest(options.bundle)
+        except bundle.BundleError:
+            manifest = None
+        return create_app(None, load_error=str(error), manifest=manifest, **settings)
+    _log.info(
+        "serving %s %s with %s: %s",
+        predictor.name,
+        predictor.version,
+        predictor.engine.name,
+        predictor.engine_reason,
+    )
+    return create_app(predictor, **settings)
+
+
+def _gunicorn_options(options: argparse.Namespace) -> dict[str, Any]:
+    from batcomputer_server.metrics import mark_worker_dead
+
+    def child_exit(_server: Any, worker: Any) -> None:
+        mark_worker_dead(worker.pid)
+
+    settings: dict[str, Any] = {
+        "bind": f"{options.host}:{options.port}",
+        "workers": options.workers,
+        "threads": options.threads,
+        "worker_class": "gthread" if options.threads > 1 else "sync",
+        "preload_app": False,
+        "keepalive": 5,
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "loglevel": options.log_level,
+        "errorlog": "-",
+        "accesslog": "-" if options.access_log else None,
+        "proc_name": "batcomputer-server",
+        "control_socket_disable": True,
+        "child_exit": child_exit,
+    }
+    if _SHM.is_dir() and os.access(_SHM, os.W_OK):
+        settings["worker_tmp_dir"] = str(_SHM)
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Before anything imports prometheus_client: it picks multiprocess storage at import.
+    _prepare_metrics_dir()
+
+    from gunicorn.app.base import BaseApplication
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in _gunicorn_options(options).items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return build_app(options)
+
+    _Server().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
