@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     return _finish(
         f"fetched {result.name} {result.version}: {len(result.files)} files verified "
-        f"in {elapsed:.1f} s",
+        f"in {elapsed:.2f} s",
         EXIT_OK,
         log_path,
     )
