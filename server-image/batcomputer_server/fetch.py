@@ -114,6 +114,8 @@ def fetch_bundle(
 ) -> FetchResult:
     """Download and verify the bundle in ``store``'s folder into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
+    # A manifest left by an earlier fetch must not vouch for files this one replaces.
+    (dest / bundle.MANIFEST_FILE).unlink(missing_ok=True)
     manifest_bytes = store.read_bytes(bundle.MANIFEST_FILE)
     manifest = bundle.parse_manifest(manifest_bytes)
     digests = expected_files(manifest, pins)

@@ -157,9 +157,16 @@ def _tamper_model(folder: Path) -> None:
     model.write_bytes(model.read_bytes()[:-1] + b"\x00")
 
 
-def test_tampered_file_exits_5_and_is_never_written(azurite, titanic, tmp_path):
-    source = _doctored_copy(azurite, titanic, tmp_path, _tamper_model)
+def test_tampered_file_exits_5_and_is_never_written(azurite, container, titanic, tmp_path):
     dest = tmp_path / "bundle"
+    earlier, _ = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX),
+        dest,
+        AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
+    )
+    assert earlier.returncode == 0
+    (dest / "model.pkl").unlink()
+    source = _doctored_copy(azurite, titanic, tmp_path, _tamper_model)
     result, message = _fetch(
         source, dest, AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string
     )
