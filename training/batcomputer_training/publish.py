@@ -6,7 +6,6 @@ the fetcher reads it first, so a half-published version is never fetchable.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -106,7 +105,12 @@ def _published_schemas(models: BlobStore, name: str) -> dict[str, str]:
             text = model_store.child(version).read_bytes(bundle.MANIFEST_FILE)
         except BlobNotFoundError:
             continue  # an interrupted publish: files without a manifest are not a release
-        schemas[version] = json.loads(text)["schema_digest"]
+        try:
+            schemas[version] = bundle.parse_manifest(text)["schema_digest"]
+        except bundle.BundleError as error:
+            raise PublishError(
+                f"published {name} {version} cannot be compared with: {error}"
+            ) from None
     return schemas
 
 
