@@ -305,7 +305,11 @@ def create_app(
 
     @app.post("/api/predict")
     def predict() -> Response:
-        status, payload = scorer.score(request.mimetype, lambda: request.get_data(cache=False))
+        # Only bodies without a Content-Length (chunked) get here; see _FastPredict.
+        body = request.environ["wsgi.input"].read(max_body_bytes + 1)
+        if len(body) > max_body_bytes:
+            return _error(413, f"the request body is larger than {max_body_bytes} bytes")
+        status, payload = scorer.score(request.mimetype, lambda: body)
         return Response(payload, status=status, mimetype="application/json")
 
     @app.get("/api/predict/params")

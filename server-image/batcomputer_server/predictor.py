@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from batcomputer_server import bundle, engines, safe_pickle
-from batcomputer_server.bundle import BundleError, CategoricalFeature, Feature
+from batcomputer_server.bundle import BundleError, CategoricalFeature, Feature, NumericFeature
 
 Allowed = list[str] | dict[str, float | None] | None
 
@@ -323,9 +323,11 @@ def _unpickle(path: Path) -> Any:
 
 
 def _features(lookup: Any, order: Sequence[str]) -> tuple[Feature, ...]:
-    if isinstance(lookup, Mapping) and len(lookup) < len(order):
+    features = bundle.features_from_lookup(lookup)
+    seed_style = not any(isinstance(feature, NumericFeature) for feature in features)
+    if seed_style and len(features) < len(order):
         return bundle.features_from_lookup(lookup, feature_order=order)
-    return bundle.features_from_lookup(lookup)
+    return features
 
 
 def _check_data(

@@ -154,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Before anything imports prometheus_client: it picks multiprocess storage at import.
     _prepare_metrics_dir()
+    # onnxruntime writes a device id under $XDG_CACHE_HOME (else ~/.cache) when imported;
+    # keep it in $TMPDIR, the one writable place in a pod.
+    os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="batcomputer-cache-"))
 
     from gunicorn.app.base import BaseApplication
 
