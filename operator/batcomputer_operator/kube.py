@@ -76,7 +76,13 @@ class Kube:
     def list(self, kind: str, namespace: str, labels: Mapping[str, str]) -> list[dict]:
         selector = ",".join(f"{key}={value}" for key, value in labels.items())
         found = self._request("GET", self._path(kind, namespace), query={"labelSelector": selector})
-        return (found or {}).get("items") or []
+        found = found or {}
+        # List items come without apiVersion and kind; put them back so items compare
+        # with manifests like objects read one by one.
+        return [
+            {"apiVersion": found.get("apiVersion"), "kind": kind, **item}
+            for item in found.get("items") or []
+        ]
 
     def apply(self, manifest: Mapping[str, Any]) -> dict:
         """Server-side apply, taking back fields someone else changed by hand."""

@@ -28,6 +28,7 @@ RUN_AS = 10001
 # Long enough for a slow image unpack and bundle download, short enough that a
 # version stuck without a pod-level error still ends up Stalled.
 PROGRESS_DEADLINE_SECONDS = 300
+DRAIN_SECONDS = 5
 
 _SECRET_ENV = (
     ("AZURE_STORAGE_CONNECTION_STRING", "connectionString"),
@@ -126,6 +127,9 @@ def _server_container(spec: BatModelSpec, image: str) -> dict:
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
+        # A retired version's pod keeps answering until every node's kube-proxy has
+        # followed the Service to the new version (no exec-free sleep action before 1.29).
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
         "volumeMounts": [
             {"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},

@@ -115,9 +115,10 @@ def deployment_failure(deployment: Mapping[str, Any] | None) -> Failure | None:
     for condition in _get(deployment, "status", "conditions") or []:
         kind, status = condition.get("type"), condition.get("status")
         if kind == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
-            return Failure("ProgressDeadlineExceeded", condition.get("message", ""))
+            message = condition.get("message") or "the rollout made no progress"
+            return Failure("ProgressDeadlineExceeded", message)
         if kind == "ReplicaFailure" and status == "True":
-            return Failure("ReplicaFailure", condition.get("message", ""))
+            return Failure("ReplicaFailure", condition.get("message") or "pods cannot be created")
     return None
 
 
@@ -185,6 +186,8 @@ def build_status(seen: Observed, previous: Sequence[Mapping[str, Any]], now: str
     """The whole status; keys set to None are to be removed (merge-patch semantics).
 
     A condition keeps its lastTransitionTime from `previous` unless its status flips.
+    Every condition carries the one summary message: the 1.20 API server turns an
+    empty string in a merge patch into null, which the schema then refuses.
     """
     context = _Context(previous, now, seen.generation)
     ready, reconciling, stalled, reason, message = _summary(seen)
@@ -198,14 +201,14 @@ def build_status(seen: Observed, previous: Sequence[Mapping[str, Any]], now: str
                 "Reconciling",
                 reconciling,
                 reason if reconciling else settled,
-                message if reconciling else "",
+                message,
             ),
             _condition(
                 context,
                 "Stalled",
                 stalled,
                 reason if stalled else settled,
-                message if stalled else "",
+                message,
             ),
         ],
         "desiredVersion": seen.desired_version,

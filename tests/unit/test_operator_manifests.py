@@ -136,6 +136,8 @@ def test_server_serves_the_fetched_bundle_with_probes():
     assert server["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # a retired version drains before it stops, so a Service switch drops no request
+    assert server["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
     assert {"name": "bundle", "mountPath": "/bundle", "readOnly": True} in server["volumeMounts"]
     assert server["image"] == DEFAULT_SERVER_IMAGE
     assert "resources" not in server

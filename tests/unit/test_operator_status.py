@@ -201,6 +201,8 @@ def test_ready_when_complete():
     }
     assert status["observedGeneration"] == 4
     assert all(c["observedGeneration"] == 4 for c in status["conditions"])
+    # the 1.20 API server turns "" into null in a merge patch and then rejects it
+    assert all(c["message"] for c in status["conditions"])
     assert status["servingVersion"] == "1.4.2"
     assert status["url"] == "http://crime.models.svc/api"
     assert status["ingressPath"] is None
