@@ -1,0 +1,364 @@
+"""The operator against the real cluster: real server pods fetch real bundles from Azurite.
+
+The operator runs as its console script (`batcomputer-operator`) on the test
+host with the cluster's kubeconfig, watching one fresh namespace. Predictions go
+through the model's Service ClusterIP, which kube-proxy makes reachable from the host.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from _operator_support import (
+    call_service,
+    children,
+    condition,
+    get,
+    install_crd,
+    kubectl_json,
+    patch_spec,
+    settled,
+    wait_for,
+)
+
+from batcomputer_dev.azurite import free_port, start_azurite, stop_azurite
+from batcomputer_dev.pytest_azurite import AzuriteService
+from batcomputer_dev.pytest_bundles import train_bundle
+
+BIN = Path(sys.executable).parent
+SECRET = "blob-reader"
+PASSENGER = {
+    "pclass": "1st",
+    "sex": "female",
+    "age": 29,
+    "sibsp": 0,
+    "parch": 0,
+    "fare": 80.0,
+    "embarked": "Southampton",
+}
+
+
+@pytest.fixture(scope="module")
+def pod_azurite(kube_cluster, tmp_path_factory) -> Iterator[AzuriteService]:
+    """Azurite on the address pods reach the test host at (the local cluster's bridge)."""
+    host = kube_cluster.host_ip
+    if host is None:
+        pytest.fail("set BATCOMPUTER_HOST_IP to an address of this machine that pods can reach")
+    process = start_azurite(host, free_port(host), tmp_path_factory.mktemp("pod-azurite"))
+    try:
+        yield AzuriteService(process)
+    finally:
+        stop_azurite(process)
+
+
+@pytest.fixture(scope="module")
+def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
+    """BatModel specs as `batcomputer-publish` printed them: titanic 1.0.0 and 1.0.1."""
+    container = pod_azurite.make_container("operator")
+    retrained = train_bundle("titanic", "1.0.1", tmp_path_factory.mktemp("retrained"))
+    specs = {}
+    for bundle in (trained_bundles.titanic, retrained):
+        result = subprocess.run(
+            [
+                str(BIN / "batcomputer-publish"),
+                str(bundle),
+                "--to",
+                pod_azurite.folder_uri(container),
+            ],
+            env=dict(os.environ, AZURE_STORAGE_CONNECTION_STRING=pod_azurite.connection_string),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        spec = yaml.safe_load(result.stdout)["spec"]
+        spec["source"]["credentialsSecret"] = SECRET
+        specs[str(spec["version"])] = spec
+    return specs
+
+
+@pytest.fixture(scope="module")
+def namespace(kube_cluster, pod_azurite) -> Iterator[str]:
+    install_crd(kube_cluster)
+    name = f"bc-operator-{secrets.token_hex(3)}"
+    kube_cluster.kubectl("create", "namespace", name)
+    kube_cluster.kubectl(
+        *("create", "secret", "generic", SECRET, "-n", name),
+        f"--from-literal=connectionString={pod_azurite.connection_string}",
+    )
+    yield name
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterator[Path]:
+    """`batcomputer-operator` watching `namespace`; yields its log file."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                str(BIN / "batcomputer-operator"),
+                *("--namespace", namespace, "--server-image", server_image),
+                *("--liveness-port", str(port)),
+            ],
+            env=dict(os.environ, KUBECONFIG=str(kube_cluster.kubeconfig)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: _alive(port, process),
+            bool,
+            f"operator liveness on port {port} (log {log})",
+            timeout=60,
+        )
+        yield log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(log.read_text()[-20000:])
+
+
+def _alive(port: int, process: subprocess.Popen) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"operator exited {process.returncode}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def _create(cluster, namespace: str, name: str, spec: dict) -> None:
+    manifest = {
+        "apiVersion": "batcomputer.io/v1alpha1",
+        "kind": "BatModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    cluster.kubectl("create", "-f", "-", input_text=yaml.safe_dump(manifest))
+
+
+def _model(cluster, name: str, namespace: str) -> dict | None:
+    return get(cluster, "batmodel", name, namespace)
+
+
+def _wait(cluster, name, namespace, kind="Ready", reason=None, *, timeout=180.0) -> dict:
+    return wait_for(
+        lambda: _model(cluster, name, namespace),
+        lambda model: settled(model, kind, reason),
+        f"{kind}{'/' + reason if reason else ''} on BatModel {name}",
+        timeout=timeout,
+    )
+
+
+def _info(cluster, name: str, namespace: str) -> dict:
+    return call_service(cluster, name, namespace, "/api/info")
+
+
+def _serve(cluster, namespace: str, name: str, spec: dict) -> tuple[dict, float]:
+    started = time.monotonic()
+    _create(cluster, namespace, name, spec)
+    model = _wait(cluster, name, namespace)
+    return model, time.monotonic() - started
+
+
+def test_apply_serves_then_a_bump_switches_blue_green(kube_cluster, operator, namespace, releases):
+    name = "bluegreen"
+    model, to_ready = _serve(kube_cluster, namespace, name, releases["1.0.0"])
+    print(f"apply-to-Ready: {to_ready:.1f} s")
+    status = model["status"]
+    assert status["observedGeneration"] == model["metadata"]["generation"]
+    assert (status["desiredVersion"], status["servingVersion"]) == ("1.0.0", "1.0.0")
+    assert (status["replicas"], status["readyReplicas"]) == (1, 1)
+    assert status["url"] == f"http://{name}.{namespace}.svc/api"
+    assert condition(model, "Stalled")["status"] == "False"
+    assert condition(model, "Reconciling")["status"] == "False"
+    probabilities = call_service(kube_cluster, name, namespace, "/api/predict", body=PASSENGER)
+    assert probabilities and abs(sum(probabilities.values()) - 1) < 1e-6
+    assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
+    columns = kube_cluster.kubectl("get", "bm", name, "-n", namespace).splitlines()
+    assert columns[0].split() == ["NAME", "VERSION", "SERVING", "READY", "URL", "AGE"]
+    assert columns[1].split()[:5] == [name, "1.0.0", "1.0.0", "True", status["url"]]
+
+    started = time.monotonic()
+    patch_spec(kube_cluster, name, namespace, releases["1.0.1"])
+    answered = []
+    while not settled(_model(kube_cluster, name, namespace), "Ready"):
+        # Blue/green: every request during the rollout is answered, by one version or the other.
+        answered.append(_info(kube_cluster, name, namespace)["version"])
+        assert time.monotonic() - started < 180, "version 1.0.1 never became Ready"
+    switch = time.monotonic() - started
+    print(f"version switch: {switch:.1f} s")
+    assert answered and set(answered) <= {"1.0.0", "1.0.1"}
+    assert answered == sorted(answered)  # never back to the old version after the switch
+    assert answered[0] == "1.0.0"
+    assert _info(kube_cluster, name, namespace)["version"] == "1.0.1"
+    model = _model(kube_cluster, name, namespace)
+    assert model["status"]["servingVersion"] == "1.0.1"
+    wait_for(
+        lambda: [
+            d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
+        ],
+        lambda names: names == [f"{name}-v1-0-1"],
+        "the 1.0.0 Deployment to go",
+        timeout=60,
+    )
+    events = kubectl_json(
+        kube_cluster,
+        *("get", "events", "-n", namespace, "--field-selector"),
+        f"involvedObject.kind=BatModel,involvedObject.name={name}",
+    )
+    reasons = {event["reason"] for event in events["items"]}
+    assert {"Deploying", "ServiceCreated", "Switched", "Retired", "Ready"} <= reasons
+
+
+def test_a_bad_version_stalls_while_the_old_one_serves_and_revert_recovers(
+    kube_cluster, operator, namespace, releases
+):
+    name = "stall"
+    good = releases["1.0.0"]
+    _serve(kube_cluster, namespace, name, good)
+
+    missing = {**good, "version": "1.0.2"}
+    missing["source"] = {**good["source"], "uri": good["source"]["uri"].replace("1.0.0", "1.0.2")}
+    patch_spec(kube_cluster, name, namespace, missing)
+    model = _wait(kube_cluster, name, namespace, "Stalled", "BlobNotFound", timeout=120)
+    assert "not found" in condition(model, "Stalled")["message"]
+    assert condition(model, "Ready")["status"] == "False"
+    assert model["status"]["servingVersion"] == "1.0.0"
+    assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
+
+    mismatch = {**releases["1.0.1"]}
+    pins = dict(mismatch["source"]["sha256"], **{"model.pkl": "0" * 64})
+    mismatch["source"] = {**mismatch["source"], "sha256": pins}
+    patch_spec(kube_cluster, name, namespace, mismatch)
+    model = _wait(kube_cluster, name, namespace, "Stalled", "DigestMismatch", timeout=120)
+    assert "model.pkl" in condition(model, "Stalled")["message"]
+    assert model["status"]["servingVersion"] == "1.0.0"
+    assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
+    deployments = {
+        d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
+    }
+    assert f"{name}-v1-0-2" not in deployments  # an abandoned failing version is cleaned up
+
+    started = time.monotonic()
+    patch_spec(kube_cluster, name, namespace, good)
+    model = _wait(kube_cluster, name, namespace, timeout=60)
+    print(f"revert to Ready: {time.monotonic() - started:.1f} s")
+    assert condition(model, "Stalled")["status"] == "False"
+    assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
+
+
+def test_replicas_scale_the_serving_deployment_in_place(
+    kube_cluster, operator, namespace, releases
+):
+    name = "scale"
+    _serve(kube_cluster, namespace, name, releases["1.0.0"])
+    (before,) = children(kube_cluster, "deployments", name, namespace)
+
+    patch_spec(kube_cluster, name, namespace, {"replicas": 2})
+    model = _wait(kube_cluster, name, namespace)
+    assert (model["status"]["replicas"], model["status"]["readyReplicas"]) == (2, 2)
+    (after,) = children(kube_cluster, "deployments", name, namespace)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["spec"]["replicas"] == 2
+
+    patch_spec(kube_cluster, name, namespace, {"replicas": 0})
+    model = _wait(kube_cluster, name, namespace, "Ready", "Stopped")
+    assert "servingVersion" not in model["status"]
+    (stopped,) = children(kube_cluster, "deployments", name, namespace)
+    assert stopped["metadata"]["uid"] == before["metadata"]["uid"]
+    assert stopped["spec"]["replicas"] == 0
+
+
+def _resource_versions(cluster, name: str, namespace: str) -> dict[str, str]:
+    objects = [
+        _model(cluster, name, namespace),
+        get(cluster, "service", name, namespace),
+        *children(cluster, "deployments", name, namespace),
+    ]
+    return {
+        o["kind"] + "/" + o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in objects
+    }
+
+
+def test_hand_edits_are_repaired_and_an_idle_model_is_quiet(
+    kube_cluster, operator, namespace, releases
+):
+    name = "drift"
+    _serve(kube_cluster, namespace, name, releases["1.0.0"])
+    deployment = f"{name}-v1-0-0"
+
+    quiet = _resource_versions(kube_cluster, name, namespace)
+    time.sleep(5)
+    assert _resource_versions(kube_cluster, name, namespace) == quiet
+
+    old_uid = get(kube_cluster, "service", name, namespace)["metadata"]["uid"]
+    kube_cluster.kubectl("delete", "service", name, "-n", namespace)
+    service = wait_for(
+        lambda: get(kube_cluster, "service", name, namespace),
+        lambda svc: svc is not None and svc["metadata"]["uid"] != old_uid,
+        "the deleted Service to come back",
+        timeout=60,
+    )
+    assert service["spec"]["selector"]["batcomputer.io/version"] == "1.0.0"
+
+    kube_cluster.kubectl(
+        *("patch", "service", name, "-n", namespace, "--type", "merge"),
+        *("-p", '{"spec": {"selector": {"batcomputer.io/version": "6.6.6"}}}'),
+    )
+    wait_for(
+        lambda: get(kube_cluster, "service", name, namespace)["spec"]["selector"],
+        lambda selector: selector["batcomputer.io/version"] == "1.0.0",
+        "the Service selector to be restored",
+        timeout=60,
+    )
+
+    kube_cluster.kubectl("scale", "deployment", deployment, "-n", namespace, "--replicas=3")
+    kube_cluster.kubectl(
+        "set", "image", f"deployment/{deployment}", "-n", namespace, "server=evil:latest"
+    )
+    restored = wait_for(
+        lambda: get(kube_cluster, "deployment", deployment, namespace),
+        lambda d: (
+            d["spec"]["replicas"] == 1
+            and d["spec"]["template"]["spec"]["containers"][0]["image"] != "evil:latest"
+        ),
+        "the Deployment to be restored",
+        timeout=60,
+    )
+    assert restored["metadata"]["ownerReferences"][0]["kind"] == "BatModel"
+    model = _wait(kube_cluster, name, namespace)
+    assert model["status"]["observedGeneration"] == model["metadata"]["generation"]
+    assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
+
+
+def test_deleting_the_batmodel_removes_its_children(kube_cluster, operator, namespace, releases):
+    name = "gone"
+    _serve(kube_cluster, namespace, name, {**releases["1.0.0"], "ingress": {"path": "/gone"}})
+    assert get(kube_cluster, "ingress", name, namespace) is not None
+    kube_cluster.kubectl("delete", "batmodel", name, "-n", namespace)
+    for kind in ("deployments", "services", "ingresses", "pods"):
+        wait_for(
+            lambda kind=kind: children(kube_cluster, kind, name, namespace),
+            lambda found: found == [],
+            f"{kind} of {name} to be garbage-collected",
+            timeout=120,
+        )
