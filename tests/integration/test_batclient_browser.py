@@ -90,7 +90,10 @@ def test_fill_the_form_submit_and_see_labelled_probability_bars(server, browser)
     assert flags[0] == "survived"  # a first-class woman: the top bar
     percents = [float(bar.find_element(By.CLASS_NAME, "percent").text.rstrip("%")) for bar in bars]
     assert sum(percents) == pytest.approx(100, abs=0.2) and percents[0] > 70
-    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".result.top .bar").size["width"] > 0)
+    top_bar = browser.find_element(By.CSS_SELECTOR, ".result.top .bar")
+    track = browser.find_element(By.CSS_SELECTOR, ".result.top .track")
+    # The bar grows to its probability (a short CSS transition) before the screenshot.
+    _wait(browser, lambda _: top_bar.size["width"] >= track.size["width"] * percents[0] / 100 - 2)
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "batclient.png"
