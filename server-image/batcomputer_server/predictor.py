@@ -195,12 +195,15 @@ class Predictor:
         """
         if not isinstance(rows, list) or not rows:
             raise InputError(None, "expected a non-empty array of input objects", None)
-        if set(map(type, rows)) != {dict} or not all(
-            map(operator.eq, map(dict.keys, rows), repeat(self._names))
-        ):
+        # Every row a dict of exactly as many keys as there are features, each of which
+        # itemgetter finds: then each row's keys are exactly the feature names.
+        if set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(self._columns)}:
+            self._raise_row_error(rows)
+        try:
+            columns = zip(*map(self._row_values, rows), strict=True)
+        except KeyError:
             self._raise_row_error(rows)
         matrix = np.empty((len(rows), len(self._columns)), dtype=np.float64)
-        columns = zip(*map(self._row_values, rows), strict=True)
         for column, values in zip(self._columns, columns, strict=True):
             if column.codes is not None:
                 matrix[:, column.index] = self._encode_categorical_column(column, values)
