@@ -50,16 +50,6 @@ def _version_of(deployment: Mapping[str, Any]) -> str:
     return annotations.get(naming.VERSION_ANNOTATION) or labels.get(naming.VERSION_LABEL, "?")
 
 
-def _routed_deployment(service: Mapping[str, Any] | None, deployments: list[dict]) -> dict | None:
-    """The Deployment whose pods the live Service selects, if any."""
-    selector = ((service or {}).get("spec") or {}).get("selector") or {}
-    for deployment in deployments:
-        labels = deployment["metadata"].get("labels") or {}
-        if selector and all(labels.get(key) == value for key, value in selector.items()):
-            return deployment
-    return None
-
-
 class _Pass:
     def __init__(self, kube: Kube, config: OperatorConfig, model: Mapping[str, Any]) -> None:
         self.kube = kube
@@ -114,13 +104,12 @@ class _Pass:
             self.kube.apply(desired)
             self.note("IngressApplied", f"Ingress {self.owner.name} serves {spec.ingress.path}")
 
-    def retire(self, deployments: list[dict], keep: set[str]) -> None:
+    def retire(self, deployments: list[dict]) -> None:
         for deployment in deployments:
             name = deployment["metadata"]["name"]
-            if name not in keep:
-                self.kube.delete("Deployment", self.owner.namespace, name)
-                version = _version_of(deployment)
-                self.note("Retired", f"deleted Deployment {name} of version {version}")
+            self.kube.delete("Deployment", self.owner.namespace, name)
+            version = _version_of(deployment)
+            self.note("Retired", f"deleted Deployment {name} of version {version}")
 
     def run(self, now: str) -> bool:
         """The pass itself; returns whether the model ended up Ready."""
@@ -139,19 +128,21 @@ class _Pass:
         wanted_name = naming.deployment_name(name, spec.version)
         by_name = {d["metadata"]["name"]: d for d in deployments}
         service = self.kube.get("Service", namespace, name)
-        conflict = self._conflict(service, by_name.get(wanted_name))
+        existing = by_name.get(wanted_name)
+        if existing is None:  # a first rollout: make sure the name is free to take
+            existing = self.kube.get("Deployment", namespace, wanted_name)
+        conflict = self._conflict(service, existing)
         if conflict is not None:
             return self.finish(self._observed(spec, None, None, conflict), live_status, now)
 
-        desired = self.ensure_deployment(spec, by_name.get(wanted_name))
+        desired = self.ensure_deployment(spec, existing)
         by_name[wanted_name] = desired
-        routed = _routed_deployment(service, list(by_name.values()))
-        complete = status.rollout_complete(desired)
-        target = desired if complete or routed is None else routed
+        deployments = list(by_name.values())
+        target = status.route_target(desired, status.routed_deployment(service, deployments))
         self.ensure_service(_version_of(target), service)
-        keep = {wanted_name, target["metadata"]["name"]}
-        self.retire(list(by_name.values()), keep)
+        self.retire(status.to_retire(deployments, desired, target))
         self.ensure_ingress(spec, _version_of(target))
+        complete = status.rollout_complete(desired)
 
         failure = None
         if not complete:

@@ -65,6 +65,34 @@ def rollout_complete(deployment: Mapping[str, Any] | None) -> bool:
     )
 
 
+def routed_deployment(
+    service: Mapping[str, Any] | None, deployments: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The Deployment whose pods the live Service selects, if any."""
+    selector = _get(service, "spec", "selector") or {}
+    for deployment in deployments:
+        labels = _get(deployment, "metadata", "labels") or {}
+        if selector and all(labels.get(key) == value for key, value in selector.items()):
+            return deployment
+    return None
+
+
+def route_target(desired: Mapping[str, Any], routed: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """Blue/green: the Service moves to the desired version only once its rollout is
+    complete; until then it stays where it is, unless it routes nowhere yet."""
+    return desired if rollout_complete(desired) or routed is None else routed
+
+
+def to_retire(
+    deployments: Sequence[Mapping[str, Any]],
+    desired: Mapping[str, Any],
+    target: Mapping[str, Any],
+) -> list[Mapping[str, Any]]:
+    """Every version's Deployment but the desired one and the one the Service routes to."""
+    keep = {_get(desired, "metadata", "name"), _get(target, "metadata", "name")}
+    return [d for d in deployments if _get(d, "metadata", "name") not in keep]
+
+
 def ready_replicas(deployment: Mapping[str, Any] | None) -> int:
     return _get(deployment, "status", "readyReplicas") or 0
 

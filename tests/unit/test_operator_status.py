@@ -9,7 +9,10 @@ from batcomputer_operator.status import (
     deployment_failure,
     pod_failure,
     rollout_complete,
+    route_target,
+    routed_deployment,
     status_differs,
+    to_retire,
 )
 
 T0 = "2026-01-01T00:00:00Z"
@@ -265,3 +268,53 @@ def test_status_is_patched_only_when_it_changes():
     assert status_differs(status, {**live, "ingressPath": "/old"})
     newer = build_status(_seen(generation=5), status["conditions"], T1)
     assert status_differs(newer, live)
+
+
+def _version(name, version, complete):
+    deployment = _deployment() if complete else _deployment(ready=0, available=0)
+    deployment["metadata"].update(
+        name=name, labels={"batcomputer.io/model": "crime", "batcomputer.io/version": version}
+    )
+    return deployment
+
+
+def _service(version):
+    return {
+        "spec": {"selector": {"batcomputer.io/model": "crime", "batcomputer.io/version": version}}
+    }
+
+
+def test_the_service_routes_to_the_deployment_its_selector_matches():
+    old, new = _version("crime-v1", "1.0.0", True), _version("crime-v2", "2.0.0", False)
+    assert routed_deployment(_service("1.0.0"), [new, old]) is old
+    assert routed_deployment(_service("6.6.6"), [new, old]) is None
+    assert routed_deployment(None, [new, old]) is None
+
+
+def test_the_service_stays_on_the_old_version_until_the_new_one_is_complete():
+    old, new = _version("crime-v1", "1.0.0", True), _version("crime-v2", "2.0.0", False)
+    assert route_target(new, old) is old
+    assert to_retire([old, new], new, old) == []
+    done = _version("crime-v2", "2.0.0", True)
+    assert route_target(done, old) is done
+    assert to_retire([old, done], done, done) == [old]
+
+
+def test_a_first_version_is_routed_to_before_it_is_ready():
+    first = _version("crime-v1", "1.0.0", False)
+    assert route_target(first, None) is first
+
+
+def test_reverting_routes_back_at_once_and_drops_the_failed_version():
+    serving, failing = _version("crime-v1", "1.0.0", True), _version("crime-v2", "2.0.0", False)
+    assert route_target(serving, serving) is serving
+    assert to_retire([serving, failing], serving, serving) == [failing]
+
+
+def test_an_abandoned_failing_version_goes_while_the_old_one_keeps_serving():
+    serving = _version("crime-v1", "1.0.0", True)
+    abandoned = _version("crime-v2", "2.0.0", False)
+    pending = _version("crime-v3", "3.0.0", False)
+    target = route_target(pending, serving)
+    assert target is serving
+    assert to_retire([serving, abandoned, pending], pending, target) == [abandoned]
