@@ -49,8 +49,11 @@ def _train(bundles: Path) -> dict[str, Path]:
         folder = bundles / "titanic" / version
         if not (folder / "bundle.json").exists():
             subprocess.run(
-                [BIN / "batcomputer-train", "titanic", "--version", version, "--out", bundles]
-                + ["--quiet", *extra],
+                [
+                    BIN / "batcomputer-train",
+                    *("titanic", "--version", version, "--out", bundles, "--quiet"),
+                    *extra,
+                ],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
@@ -146,9 +149,12 @@ def _start_server(folder: Path, workdir: Path, workers: int, threads: int) -> tu
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = (workdir / "server.log").open("wb")
     process = subprocess.Popen(
-        [BIN / "batcomputer-server", "--bundle", folder, "--host", "127.0.0.1"]
-        + ["--port", str(port), "--workers", str(workers), "--threads", str(threads)]
-        + ["--log-level", "warning", "--max-batch-rows", str(BATCH_ROWS)],
+        [
+            BIN / "batcomputer-server",
+            *("--bundle", folder, "--host", "127.0.0.1", "--port", str(port)),
+            *("--workers", str(workers), "--threads", str(threads)),
+            *("--log-level", "warning", "--max-batch-rows", str(BATCH_ROWS)),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
@@ -173,8 +179,10 @@ def _wrk(url: str, body: str, workdir: Path, duration: int, connections: int) ->
         f"wrk.body = {json.dumps(body)}\n"
     )
     output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script]
-        + [url + "/api/predict"],
+        [
+            *("wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"),
+            *("-s", script, url + "/api/predict"),
+        ],
         check=True,
         capture_output=True,
         text=True,
