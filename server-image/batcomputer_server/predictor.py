@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -47,6 +47,7 @@ class _Column:
     integer: bool
     minimum: float
     maximum: float
+    getter: Callable[[Mapping[str, Any]], Any]
 
     @property
     def allowed(self) -> Allowed:
@@ -59,9 +60,10 @@ class _Column:
 
 
 def _column(index: int, feature: Feature) -> _Column:
+    getter = operator.itemgetter(feature.name)
     if isinstance(feature, CategoricalFeature):
         codes = {label: feature.codes[label] for label in feature.values}
-        return _Column(feature.name, index, codes, False, -math.inf, math.inf)
+        return _Column(feature.name, index, codes, False, -math.inf, math.inf, getter)
     return _Column(
         feature.name,
         index,
@@ -69,6 +71,7 @@ def _column(index: int, feature: Feature) -> _Column:
         feature.type == "integer",
         -math.inf if feature.minimum is None else feature.minimum,
         math.inf if feature.maximum is None else feature.maximum,
+        getter,
     )
 
 
@@ -117,10 +120,6 @@ class Predictor:
         self._columns = tuple(_column(i, f) for i, f in enumerate(self.features))
         self._names = frozenset(f.name for f in self.features)
         self._feature_names = [f.name for f in self.features]
-        self._row_values = operator.itemgetter(*self._feature_names)
-        if len(self._feature_names) == 1:
-            only = self._feature_names[0]
-            self._row_values = lambda inputs: (inputs[only],)
 
     # -- loading -------------------------------------------------------------------
 
@@ -199,12 +198,12 @@ class Predictor:
         # itemgetter finds: then each row's keys are exactly the feature names.
         if set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(self._columns)}:
             self._raise_row_error(rows)
-        try:
-            columns = zip(*map(self._row_values, rows), strict=True)
-        except KeyError:
-            self._raise_row_error(rows)
         matrix = np.empty((len(rows), len(self._columns)), dtype=np.float64)
-        for column, values in zip(self._columns, columns, strict=True):
+        for column in self._columns:
+            try:
+                values = list(map(column.getter, rows))
+            except KeyError:
+                self._raise_row_error(rows)
             if column.codes is not None:
                 matrix[:, column.index] = self._encode_categorical_column(column, values)
             else:
@@ -218,7 +217,7 @@ class Predictor:
             if inputs.keys() != self._names:
                 self._raise_key_error(inputs, index)
 
-    def _encode_categorical_column(self, column: _Column, values: tuple[Any, ...]) -> list[int]:
+    def _encode_categorical_column(self, column: _Column, values: list[Any]) -> list[int]:
         codes = column.codes
         assert codes is not None
         try:
@@ -232,7 +231,7 @@ class Predictor:
             raise InputError(column.name, message, column.allowed, row=bad)
         return encoded  # type: ignore[return-value]
 
-    def _numeric_column(self, column: _Column, values: tuple[Any, ...]) -> np.ndarray:
+    def _numeric_column(self, column: _Column, values: list[Any]) -> np.ndarray:
         if set(map(type, values)) <= _NUMBER_TYPE_SET:
             try:
                 array = np.array(values, dtype=np.float64)
