@@ -171,6 +171,20 @@ def _start_server(folder: Path, workdir: Path, workers: int, threads: int) -> tu
     raise RuntimeError(f"server not ready:\n{(workdir / 'server.log').read_text()}")
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _worker_pids(server_pid: int) -> list[int]:
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
 def _wrk(url: str, body: str, workdir: Path, duration: int, connections: int) -> dict[str, float]:
     script = workdir / "post.lua"
     script.write_text(
@@ -191,6 +205,7 @@ def _wrk(url: str, body: str, workdir: Path, duration: int, connections: int) ->
     if "Non-2xx" in output or "Socket errors" in output:
         raise RuntimeError(f"wrk saw failed requests:\n{output}")
     return {
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50_ms": _milliseconds(re.search(r"50%\s+([\d.]+\w+)", output).group(1)),
         "p99_ms": _milliseconds(re.search(r"99%\s+([\d.]+\w+)", output).group(1)),
@@ -208,14 +223,24 @@ def _serve_and_measure(folder: Path, options: argparse.Namespace) -> dict[str, o
     try:
         example = _get(url + "/api/predict/params")["example"]
         engine = _get(url + "/api/info")["engine"]
+        workers = _worker_pids(process.pid)
+        before = _cpu_seconds(workers)
         single = _wrk(url, json.dumps(example), workdir, options.duration, options.connections)
+        middle = _cpu_seconds(workers)
         batch_body = json.dumps([example] * BATCH_ROWS)
         batch = _wrk(url, batch_body, workdir, options.duration, options.batch_connections)
+        after = _cpu_seconds(workers)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"engine": engine, "single": single, "batch_rows_per_s": batch["rps"] * BATCH_ROWS}
+    return {
+        "engine": engine,
+        "single": single,
+        "single_cpu_us": (middle - before) / single["requests"] * 1e6,
+        "batch_rows_per_s": batch["rps"] * BATCH_ROWS,
+        "batch_cpu_us": (after - middle) / batch["requests"] * 1e6,
+    }
 
 
 def main() -> int:
@@ -260,6 +285,14 @@ def main() -> int:
             f"p99 {single['p99_ms']:.2f} ms"
         )
         print(f"  1,000-row batches {served['batch_rows_per_s']:>12,.0f} rows/s")
+        cores = os.cpu_count() or 1
+        print(
+            f"  worker CPU per request: single {served['single_cpu_us']:,.0f} us, "
+            f"batch {served['batch_cpu_us']:,.0f} us -> with {cores} idle cores at most "
+            f"{cores / served['single_cpu_us'] * 1e6:,.0f} req/s, "
+            f"{cores / served['batch_cpu_us'] * 1e6 * BATCH_ROWS:,.0f} rows/s "
+            "(before wrk's own share)"
+        )
         print(f"  load average now: {os.getloadavg()[0]:.2f}")
     print(
         f"\ngoals for the forest: >= {GOALS['single_rps']:,} req/s with p99 <= "
