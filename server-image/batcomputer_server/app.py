@@ -78,12 +78,13 @@ def _json(payload: Any, status: int = 200) -> Response:
     return Response(_encode(payload), status=status, mimetype="application/json")
 
 
-def _error(status: int, message: str, field: str | None = None, allowed: Any = None) -> Response:
-    return _json({"error": message, "field": field, "allowed": allowed}, status)
+def _error_bytes(message: str, allowed: Any = None) -> bytes:
+    """An error that concerns no single input field (those come from ``InputError``)."""
+    return _encode({"error": message, "field": None, "allowed": allowed})
 
 
-def _error_bytes(message: str, field: str | None = None, allowed: Any = None) -> bytes:
-    return _encode({"error": message, "field": field, "allowed": allowed})
+def _error(status: int, message: str, allowed: Any = None) -> Response:
+    return Response(_error_bytes(message, allowed), status=status, mimetype="application/json")
 
 
 _STATUS_LINES = {
