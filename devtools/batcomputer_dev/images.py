@@ -7,6 +7,8 @@ after a code change redo only the source layers.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -14,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,17 +148,42 @@ def ensure_wheelhouse(extras: tuple[str, ...]) -> Path:
 
 
 def stage_wheelhouse(wheels: Path) -> None:
-    """Put the wheelhouse in the build context as hard links (same file system, no copy)."""
-    shutil.rmtree(WHEELHOUSE_IN_CONTEXT, ignore_errors=True)
-    WHEELHOUSE_IN_CONTEXT.mkdir(parents=True)
-    for wheel in wheels.glob("*.whl"):
+    """Make the build context's wheelhouse match the cached one, touching only differences.
+
+    Hard links when possible (same file system, no copy); unchanged wheels stay
+    as they are, so buildah's cache of the dependency layer still applies.
+    """
+    WHEELHOUSE_IN_CONTEXT.mkdir(parents=True, exist_ok=True)
+    wanted = {wheel.name: wheel for wheel in wheels.glob("*.whl")}
+    for staged in WHEELHOUSE_IN_CONTEXT.iterdir():
+        if staged.name not in wanted:
+            staged.unlink()
+    for name, wheel in wanted.items():
+        target = WHEELHOUSE_IN_CONTEXT / name
+        if target.exists():
+            continue
         try:
-            os.link(wheel, WHEELHOUSE_IN_CONTEXT / wheel.name)
+            os.link(wheel, target)
         except OSError:
-            shutil.copy2(wheel, WHEELHOUSE_IN_CONTEXT / wheel.name)
+            shutil.copy2(wheel, target)
+
+
+@contextlib.contextmanager
+def images_lock() -> Iterator[None]:
+    """One image build at a time on this machine: they share the build context."""
+    lock_path = cfg.cache_root() / "images.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def build_images(kinds: list[str]) -> list[str]:
+    with images_lock():
+        return _build_images(kinds)
+
+
+def _build_images(kinds: list[str]) -> list[str]:
     base = ensure_base_image()
     extras = tuple(sorted({IMAGES[kind].extra for kind in IMAGES}))
     stage_wheelhouse(ensure_wheelhouse(extras))
