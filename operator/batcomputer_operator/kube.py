@@ -23,12 +23,20 @@ _PATHS = {
 }
 
 
+_LASTING_REFUSALS = {400: "BadRequest", 403: "Forbidden", 422: "Invalid"}
+
+
 class KubeError(RuntimeError):
     """The API server refused a request; the message carries its own reason."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+        super().__init__(message)
         self.status = status
+
+    @property
+    def lasting_reason(self) -> str | None:
+        """A reason when retrying the same request cannot help (bad object, no permission)."""
+        return _LASTING_REFUSALS.get(self.status)
 
 
 class Kube:

@@ -12,7 +12,7 @@ from typing import Any
 
 from batcomputer_operator import manifests, naming, status
 from batcomputer_operator.config import OperatorConfig
-from batcomputer_operator.kube import Kube
+from batcomputer_operator.kube import Kube, KubeError
 from batcomputer_operator.spec import BatModelSpec, SpecError, parse_spec
 
 
@@ -135,13 +135,21 @@ class _Pass:
         if conflict is not None:
             return self.finish(self._observed(spec, None, None, conflict), live_status, now)
 
-        desired = self.ensure_deployment(spec, existing)
-        by_name[wanted_name] = desired
-        deployments = list(by_name.values())
-        target = status.route_target(desired, status.routed_deployment(service, deployments))
-        self.ensure_service(_version_of(target), service)
-        self.retire(status.to_retire(deployments, desired, target))
-        self.ensure_ingress(spec, _version_of(target))
+        try:
+            desired = self.ensure_deployment(spec, existing)
+            by_name[wanted_name] = desired
+            deployments = list(by_name.values())
+            target = status.route_target(desired, status.routed_deployment(service, deployments))
+            self.ensure_service(_version_of(target), service)
+            self.retire(status.to_retire(deployments, desired, target))
+            self.ensure_ingress(spec, _version_of(target))
+        except KubeError as error:
+            if error.lasting_reason is None:
+                raise
+            # e.g. requests above limits: valid for the CRD schema, refused for a Deployment.
+            refused = status.Failure(error.lasting_reason, f"the API server refused: {error}")
+            serving = status.routed_deployment(service, deployments)
+            return self.finish(self._observed(spec, None, serving, refused), live_status, now)
         complete = status.rollout_complete(desired)
 
         failure = None

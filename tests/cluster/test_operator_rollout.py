@@ -288,6 +288,21 @@ def test_replicas_scale_the_serving_deployment_in_place(
     assert stopped["spec"]["replicas"] == 0
 
 
+def test_a_spec_the_api_server_refuses_stalls_with_its_words(
+    kube_cluster, operator, namespace, releases
+):
+    name = "refused"
+    greedy = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}  # schema-valid, not pod-valid
+    _create(kube_cluster, namespace, name, {**releases["1.0.0"], "resources": greedy})
+    model = _wait(kube_cluster, name, namespace, "Stalled", "Invalid", timeout=60)
+    assert "limit" in condition(model, "Stalled")["message"]
+    assert children(kube_cluster, "deployments", name, namespace) == []
+
+    patch_spec(kube_cluster, name, namespace, {"resources": {"requests": {"cpu": "100m"}}})
+    model = _wait(kube_cluster, name, namespace)
+    assert model["status"]["servingVersion"] == "1.0.0"
+
+
 def _resource_versions(cluster, name: str, namespace: str) -> dict[str, str]:
     objects = [
         _model(cluster, name, namespace),
