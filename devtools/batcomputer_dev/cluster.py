@@ -5,6 +5,10 @@ recorded by PID and start time, and stopped by exactly that PID. `up` is
 idempotent: a healthy cluster is left alone; anything else, including what a
 killed earlier run left behind, is cleared first and the cluster started
 fresh (empty etcd; cached binaries, PKI and imported images are kept).
+
+Pods reach services on the host through the bridge address: the API server at
+10.244.0.1:6443 (also as the `kubernetes` Service) and Azurite, when started
+with `--blobHost 10.244.0.1 --blobPort 10000`, at http://10.244.0.1:10000/devstoreaccount1.
 """
 
 from __future__ import annotations
@@ -143,13 +147,6 @@ class LocalCluster:
         if self.paths.saved_sysctls.exists():
             found.append("changed sysctls")
         return found
-
-    def kubectl(self, *args: str, check: bool = True) -> str:
-        result = run(
-            [ensure_binaries() / "kubectl", f"--kubeconfig={self.paths.kubeconfig}", *args],
-            check=check,
-        )
-        return result.stdout
 
     # --- start ----------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from batcomputer_dev import cluster_config as cfg
 from batcomputer_dev.cluster_shell import CommandError, run, run_with_progress, say
+from batcomputer_dev.k8s_oci import sha256_file
 
 
 def reflect2_digest() -> str:
@@ -70,7 +70,7 @@ def fetch_source() -> Path:
     downloads = k8s_cache_dir() / "source"
     downloads.mkdir(parents=True, exist_ok=True)
     tarball = downloads / cfg.K8S_ORIG_TARBALL
-    if not (tarball.is_file() and sha256_of(tarball) == cfg.K8S_ORIG_SHA256):
+    if not (tarball.is_file() and sha256_file(tarball) == cfg.K8S_ORIG_SHA256):
         say(f"apt-get source --download-only kubernetes={cfg.K8S_DEBIAN_SOURCE_VERSION} (34 MB)")
         try:
             run(
@@ -86,18 +86,10 @@ def fetch_source() -> Path:
             raise CommandError(
                 f"{error}\nIs there a deb-src entry? devtools/bootstrap.sh adds one."
             ) from error
-    actual = sha256_of(tarball)
+    actual = sha256_file(tarball)
     if actual != cfg.K8S_ORIG_SHA256:
         raise CommandError(f"{tarball}: sha256 {actual}, expected {cfg.K8S_ORIG_SHA256}")
     return tarball
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def extract(tarball: Path, work: Path) -> Path:

@@ -42,7 +42,7 @@ def write_single_layer_archive(
     env: Sequence[str] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",),
 ) -> None:
     """Write an OCI image-layout tarball holding one uncompressed layer."""
-    layer_digest = "sha256:" + _sha256_file(layer_tar)
+    layer_digest = "sha256:" + sha256_file(layer_tar)
     config = _canonical(image_config(layer_digest, entrypoint, env))
     manifest = _canonical(
         {
@@ -113,7 +113,7 @@ def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):

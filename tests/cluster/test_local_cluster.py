@@ -249,7 +249,7 @@ def test_kubectl_logs_shows_container_output(kube_cluster, namespace, web):
     assert "prepared" in init_logs
 
 
-def test_pod_traffic_beyond_the_bridge_is_refused_at_once(client_report):
+def test_pod_traffic_beyond_the_bridge_is_refused_at_once(local_cluster, client_report):
     assert client_report["outside"] != "connected"
     assert client_report["outside_seconds"] < 3, client_report
 
