@@ -1,0 +1,50 @@
+"""batcomputer-server's options: defaults from the design, bounds, and where it writes."""
+
+import pytest
+
+from batcomputer_server import server_cli
+
+
+def test_defaults_follow_the_design(monkeypatch):
+    monkeypatch.delenv("BATCOMPUTER_ROOT_PATH", raising=False)
+    options = server_cli._parser().parse_args(["--bundle", "/models/crime/1.0.0"])
+    settings = server_cli._gunicorn_options(options)
+    assert settings["bind"] == "0.0.0.0:8000"
+    assert settings["workers"] == 2
+    assert settings["worker_class"] == "gthread"  # keep-alive for clients that reuse connections
+    assert settings["preload_app"] is False  # each worker loads the bundle after the fork
+    assert settings["control_socket_disable"] is True  # it would write under $HOME
+    assert (options.max_body_bytes, options.max_batch_rows) == (2 * 1024 * 1024, 5000)
+
+
+def test_the_root_path_comes_from_the_environment_too(monkeypatch):
+    monkeypatch.setenv("BATCOMPUTER_ROOT_PATH", "/models/crime")
+    options = server_cli._parser().parse_args(["--bundle", "b"])
+    assert options.root_path == "/models/crime"
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--threads", "--max-body-bytes", "--max-batch-rows"])
+def test_counts_below_one_are_refused(flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        server_cli._parser().parse_args(["--bundle", "b", flag, "0"])
+    assert exit_.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_metrics_go_to_a_fresh_folder_in_tmpdir(monkeypatch, tmp_path):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(server_cli.tempfile, "tempdir", None)
+    folder = server_cli._prepare_metrics_dir()
+    assert folder.startswith(str(tmp_path))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+
+def test_a_given_metrics_folder_is_cleared_of_an_earlier_run(monkeypatch, tmp_path):
+    stale = tmp_path / "counter_123.db"
+    stale.write_bytes(b"old samples")
+    keep = tmp_path / "notes.txt"
+    keep.write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert server_cli._prepare_metrics_dir() == str(tmp_path)
+    assert not stale.exists() and keep.exists()
