@@ -33,23 +33,29 @@ print("batcomputer-test web server listening on {WEB_PORT}", flush=True)
 http.server.ThreadingHTTPServer(("0.0.0.0", {WEB_PORT}), handler).serve_forever()
 """
 
-# A one-shot client pod: reaches the web Service and the API Service by ClusterIP,
-# then tries an address beyond the bridge and reports how that attempt ended.
-CLIENT_SCRIPT = f"""
+# A one-shot client pod: reaches the web Service and the API Service by ClusterIP.
+CLIENT_SCRIPT = """
 import json, os, socket, time, urllib.request
-report = {{}}
+report = {}
 web = "http://" + os.environ["WEB_SERVICE_HOST"] + ":" + os.environ["WEB_SERVICE_PORT"]
 # kube-proxy programs a new Service's rules within a second or two; retry until then.
-for attempt in range(40):
+for _ in range(40):
     try:
-        body = urllib.request.urlopen(web + "/greeting.txt", timeout=10).read().decode()
+        with urllib.request.urlopen(web + "/greeting.txt", timeout=10) as response:
+            report["web_body"] = response.read().decode()
         break
     except OSError:
         time.sleep(0.5)
-report["web_body"] = body
 api = (os.environ["KUBERNETES_SERVICE_HOST"], int(os.environ["KUBERNETES_SERVICE_PORT"]))
 socket.create_connection(api, timeout=5).close()
 report["api_reachable"] = True
+print("REPORT " + json.dumps(report), flush=True)
+"""
+
+# A one-shot pod that tries an address beyond the bridge and reports how that ended.
+EGRESS_SCRIPT = f"""
+import json, socket, time
+report = {{}}
 started = time.monotonic()
 try:
     socket.create_connection(("{UNROUTABLE_ADDRESS}", 80), timeout=5).close()
@@ -196,19 +202,23 @@ def web(kube_cluster: KubeCluster, namespace: str, server_image: str) -> dict:
     return {"cluster_ip": cluster_ip, "ready_seconds": seconds}
 
 
-@pytest.fixture(scope="module")
-def client_report(kube_cluster: KubeCluster, namespace: str, server_image: str, web: dict) -> dict:
-    apply(
-        kube_cluster, one_shot_pod(namespace, "client", server_image, CLIENT_SCRIPT, "IfNotPresent")
-    )
+def run_report_pod(
+    cluster: KubeCluster, namespace: str, name: str, image: str, script: str
+) -> dict:
+    apply(cluster, one_shot_pod(namespace, name, image, script, "IfNotPresent"))
     wait_for(
-        "client pod to finish",
-        lambda: pod_phase(kube_cluster, namespace, "client") in ("Succeeded", "Failed"),
+        f"pod {name} to finish",
+        lambda: pod_phase(cluster, namespace, name) in ("Succeeded", "Failed"),
     )
-    logs = kube_cluster.kubectl("logs", "-n", namespace, "client")
-    assert pod_phase(kube_cluster, namespace, "client") == "Succeeded", logs
+    logs = cluster.kubectl("logs", "-n", namespace, name)
+    assert pod_phase(cluster, namespace, name) == "Succeeded", logs
     (line,) = [line for line in logs.splitlines() if line.startswith("REPORT ")]
     return json.loads(line.removeprefix("REPORT "))
+
+
+@pytest.fixture(scope="module")
+def client_report(kube_cluster: KubeCluster, namespace: str, server_image: str, web: dict) -> dict:
+    return run_report_pod(kube_cluster, namespace, "client", server_image, CLIENT_SCRIPT)
 
 
 def test_deployment_with_init_container_from_a_local_image_runs(kube_cluster, namespace, web):
@@ -239,7 +249,7 @@ def test_cluster_ip_service_answers_from_the_host(web):
 
 
 def test_a_pod_reaches_other_services_by_cluster_ip(client_report):
-    assert client_report["web_body"] == GREETING
+    assert client_report.get("web_body") == GREETING, client_report
     assert client_report["api_reachable"] is True
 
 
@@ -249,9 +259,26 @@ def test_kubectl_logs_shows_container_output(kube_cluster, namespace, web):
     assert "prepared" in init_logs
 
 
-def test_pod_traffic_beyond_the_bridge_is_refused_at_once(local_cluster, client_report):
-    assert client_report["outside"] != "connected"
-    assert client_report["outside_seconds"] < 3, client_report
+def refused_outbound_packets() -> int:
+    counters = subprocess.run(
+        ["iptables", "-L", cfg.FORWARD_CHAIN, "-v", "-n", "-x"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    (outbound,) = [line for line in counters if f"{cfg.BRIDGE_NAME} !{cfg.BRIDGE_NAME}" in line]
+    return int(outbound.split()[0])
+
+
+def test_pod_traffic_beyond_the_bridge_is_refused_at_once(
+    kube_cluster, local_cluster, namespace, server_image
+):
+    refused_before = refused_outbound_packets()
+    report = run_report_pod(kube_cluster, namespace, "egress", server_image, EGRESS_SCRIPT)
+    assert report["outside"] != "connected"
+    assert report["outside_seconds"] < 3, report
+    # The refusal came from the isolation rule, not from a missing route in the pod.
+    assert refused_outbound_packets() > refused_before
 
 
 @pytest.fixture
