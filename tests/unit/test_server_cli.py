@@ -32,12 +32,13 @@ def test_counts_below_one_are_refused(flag, capsys):
 
 
 def test_metrics_go_to_a_fresh_folder_in_tmpdir(monkeypatch, tmp_path):
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # Recorded by monkeypatch, so the variable the CLI sets is removed after the test.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "recorded")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(server_cli.tempfile, "tempdir", None)
     folder = server_cli._prepare_metrics_dir()
     assert folder.startswith(str(tmp_path))
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
 
 
 def test_a_given_metrics_folder_is_cleared_of_an_earlier_run(monkeypatch, tmp_path):
