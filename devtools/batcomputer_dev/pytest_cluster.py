@@ -72,6 +72,26 @@ class KubeCluster:
         return result.stdout
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Do the long cold builds before any test starts, outside per-test timeouts.
+
+    On a fresh machine the Kubernetes binaries take minutes to build and the
+    images a few more; inside a fixture that time would count against the first
+    test's timeout. Only what the selected tests use is built.
+    """
+    if os.environ.get(USE_KIND) == "1" or os.environ.get(USE_EXISTING) == "1":
+        return
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    kinds = [kind for kind in images.IMAGES if f"{kind}_image" in used]
+    if "kube_cluster" not in used and not kinds:
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        ensure_binaries()
+        if kinds:
+            images.build_images(kinds)
+
+
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
     if os.environ.get(USE_KIND) == "1":
