@@ -164,6 +164,14 @@ def test_no_rule_touches_secrets_or_uses_wildcards(render, request):
         assert "resourceNames" not in rule or rule["resourceNames"]
 
 
+def test_chart_crd_is_the_repository_crd():
+    chart_crd = CHART / "crds" / CRD.name
+    assert chart_crd.read_bytes() == CRD.read_bytes(), (
+        f"{chart_crd.relative_to(REPO)} differs from {CRD.relative_to(REPO)}, the single source: "
+        f"cp {CRD.relative_to(REPO)} {chart_crd.relative_to(REPO)}"
+    )
+
+
 def test_packaged_chart_carries_the_single_source_crd(helm, tmp_path):
     helm("package", CHART, "--destination", tmp_path)
     (package,) = tmp_path.glob("batcomputer-operator-*.tgz")
