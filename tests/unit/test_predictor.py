@@ -112,6 +112,16 @@ def test_a_hostile_lookup_is_refused_by_name(folder, tmp_path):
     assert not marker.exists()
 
 
+def test_a_hostile_model_pickle_without_onnx_is_refused_by_name(tmp_path):
+    folder = write_bundle(tmp_path / "b", with_onnx=False)
+    marker = tmp_path / "pwned"
+    (folder / bundle.MODEL_FILE).write_bytes(pickle.dumps(_Hostile(marker)))
+    refresh_digests(folder)
+    with pytest.raises(BundleError, match=r"model.pkl: refused to load posix\.system"):
+        Predictor.load(folder)
+    assert not marker.exists()
+
+
 def test_a_lookup_with_the_wrong_feature_count_is_refused(tmp_path):
     short = {name: entry for name, entry in LOOKUP.items() if name != "sibsp"}
     folder = write_bundle(tmp_path / "b", lookup=short, with_onnx=False, with_self_check=False)
