@@ -38,18 +38,20 @@ class SklearnEngine:
     name = SCIKIT_LEARN
 
     def __init__(self, model: Any) -> None:
+        # Imported here: a server on a verified model.onnx never needs scikit-learn.
+        import sklearn
+
         if not hasattr(model, "predict_proba"):
             raise TypeError(f"{type(model).__name__} has no predict_proba")
         self._model = model
+        self._config_context = sklearn.config_context
         self.n_features = int(getattr(model, "n_features_in_", -1))
         self.n_classes = len(getattr(model, "classes_", ()))
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        import sklearn
-
         # Inputs are validated and finite before they get here; skipping the
         # finiteness scan saves time on every request.
-        with sklearn.config_context(assume_finite=True):
+        with self._config_context(assume_finite=True):
             return self._model.predict_proba(matrix)
 
 
