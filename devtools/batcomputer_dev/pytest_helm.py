@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from batcomputer_dev.helm_tool import helm_binary, kubectl_binary
+from batcomputer_dev.helm_tool import helm_binary
 
 _HELM_TIMEOUT_SECONDS = 600
 
@@ -26,7 +26,6 @@ class HelmCommandError(AssertionError):
 @dataclass(frozen=True)
 class Helm:
     binary: Path
-    kubectl: Path
     env: dict[str, str]
 
     def __call__(
@@ -60,4 +59,4 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
         home = homes / kind.lower()
         home.mkdir()
         env[f"HELM_{kind}_HOME"] = str(home)
-    return Helm(binary=helm_binary(), kubectl=kubectl_binary(), env=env)
+    return Helm(binary=helm_binary(), env=env)
