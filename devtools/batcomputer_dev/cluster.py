@@ -120,6 +120,8 @@ class LocalCluster:
             return False
         if not (host.bridge_exists() and host.forward_isolation_active()):
             return False
+        if not host.component_egress_isolation_active():
+            return False
         return self._node_ready() and self._api_get("/readyz")[0] == 200
 
     def status(self) -> dict[str, object]:
@@ -144,6 +146,8 @@ class LocalCluster:
         found += [f"netns {name}" for name in host.pod_network_namespaces()]
         found += [f"mount {point}" for point in host.mounts_under(self.paths.root)]
         found += [f"cgroup {tree}" for tree in host.kubelet_cgroups()]
+        if host.component_cgroup().exists():
+            found.append(f"cgroup {host.component_cgroup()}")
         if self.paths.saved_sysctls.exists():
             found.append("changed sysctls")
         return found
@@ -161,6 +165,8 @@ class LocalCluster:
         self._write_configs()
         host.ensure_bridge()
         host.ensure_forward_isolation()
+        host.ensure_component_cgroup()
+        host.ensure_component_egress_isolation()
 
         self._spawn("etcd", bin_dir)
         self._spawn("containerd", bin_dir)
@@ -172,10 +178,9 @@ class LocalCluster:
         self._wait("apiserver ready", lambda: self._api_get("/readyz")[0] == 200, 60)
         for name in ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"):
             self._spawn(name, bin_dir)
-        # kube-proxy inserts its FORWARD jumps at the top on its first sync and never
-        # moves them afterwards; the isolation rule is put back in front of them.
-        self._wait("kube-proxy rules", host.kube_proxy_forward_rules_present, 60)
+        self._wait("kube-proxy and kubelet rules", host.kubernetes_jump_rules_present, 60)
         host.ensure_forward_isolation()
+        host.ensure_component_egress_isolation()
         self._wait("node Ready", self._node_ready, 90)
         self._wait(
             "default ServiceAccount",
@@ -217,7 +222,7 @@ class LocalCluster:
         }
         # Each run starts fresh logs, so they describe the cluster that is running.
         with self.paths.log_file(name).open("wb") as log:
-            process = _popen_detached(command, env, log)
+            process = _popen_detached(command, env, log, host.component_cgroup())
         start_time = ProcessRecord.start_time_of(process.pid)
         if start_time is None:
             raise CommandError(f"{name} exited at once; see {self.paths.log_file(name)}")
@@ -322,6 +327,7 @@ class LocalCluster:
         host.restore_sysctls(paths)
         self._wait_for_no_stray_processes()
         host.remove_kubelet_cgroups()
+        host.remove_component_cgroup()
         host.remove_created_host_paths(paths)
         disposable = (
             paths.etcd_data,
@@ -352,7 +358,7 @@ class LocalCluster:
     def _stray_processes(self) -> list[int]:
         """containerd shims of our socket and processes of our pods' cgroups."""
         socket = str(self.paths.containerd_socket)
-        found = set(host.processes_in_kubelet_cgroups())
+        found = set(host.processes_in_kubelet_cgroups()) | set(host.processes_in_component_cgroup())
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -386,10 +392,14 @@ class LocalCluster:
             yield
 
 
-def _popen_detached(command: list[str], env: dict[str, str], log) -> subprocess.Popen:
+def _popen_detached(command: list[str], env: dict[str, str], log, cgroup: Path) -> subprocess.Popen:
+    # The shell moves itself into the cgroup and then becomes the component (same
+    # PID), so the component is confined from its first packet on.
+    join_then_exec = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
     # Own session: the daemons outlive the CLI and ignore the terminal's Ctrl-C.
     return subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        ["/bin/sh", "-c", join_then_exec, str(cgroup), *command],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
         start_new_session=True,
     )  # fmt: skip
 

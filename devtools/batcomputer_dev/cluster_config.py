@@ -70,6 +70,11 @@ PAUSE_IMAGE = "registry.k8s.io/pause:batcomputer-local"
 CONTAINERD_NAMESPACE = "k8s.io"
 
 FORWARD_CHAIN = "BATCOMPUTER-FORWARD"
+# Every component runs in this cgroup (v2 hierarchy); an OUTPUT rule matching it
+# refuses any packet of theirs that would leave through neither loopback nor the
+# bridge, so no component can reach a metadata address or the internet.
+EGRESS_CHAIN = "BATCOMPUTER-EGRESS"
+COMPONENT_CGROUP = "batcomputer-cluster"
 # Sysctls that kubelet, kube-proxy or the CNI bridge may change; `up` records
 # their values before starting anything and `down` puts them back.
 TOUCHED_SYSCTLS = (

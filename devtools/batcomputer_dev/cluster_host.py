@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 from batcomputer_dev import cluster_config as cfg
-from batcomputer_dev.cluster_shell import run
+from batcomputer_dev.cluster_shell import CommandError, run
 
 SYSCTL_ROOT = Path("/proc/sys")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -133,13 +133,60 @@ def ensure_forward_isolation() -> None:
     run(["iptables", "-t", "filter", "-I", "FORWARD", "1", "-j", chain])
 
 
-def kube_proxy_forward_rules_present() -> bool:
-    return "-j KUBE-FORWARD" in run(["iptables", "-t", "filter", "-S", "FORWARD"]).stdout
+def kubernetes_jump_rules_present() -> bool:
+    """kube-proxy's FORWARD jumps and the kubelet's OUTPUT firewall are in place.
+
+    Both are inserted at the top of their chains once and never moved again, so
+    the isolation jumps are put back in front of them after this holds.
+    """
+    forward = run(["iptables", "-t", "filter", "-S", "FORWARD"]).stdout
+    output = run(["iptables", "-t", "filter", "-S", "OUTPUT"]).stdout
+    return "-j KUBE-FORWARD" in forward and "-j KUBE-FIREWALL" in output
 
 
 def forward_isolation_active() -> bool:
     rules = run(["iptables", "-t", "filter", "-S", "FORWARD"]).stdout.splitlines()
-    return bool(rules) and f"-A FORWARD -j {cfg.FORWARD_CHAIN}" in rules[1:2]
+    return f"-A FORWARD -j {cfg.FORWARD_CHAIN}" in rules
+
+
+def egress_rules() -> list[list[str]]:
+    """Component traffic may use loopback and the bridge only (checked after DNAT)."""
+    return [
+        ["-o", "lo", "-j", "RETURN"],
+        ["-o", cfg.BRIDGE_NAME, "-j", "RETURN"],
+        ["-j", "REJECT"],
+    ]
+
+
+def ensure_component_egress_isolation() -> None:
+    jump = ["-m", "cgroup", "--path", cfg.COMPONENT_CGROUP, "-j", cfg.EGRESS_CHAIN]
+    for binary in ("iptables", "ip6tables"):
+        chain = cfg.EGRESS_CHAIN
+        if run([binary, "-t", "filter", "-n", "-L", chain], check=False).returncode != 0:
+            run([binary, "-t", "filter", "-N", chain])
+        run([binary, "-t", "filter", "-F", chain])
+        for rule in egress_rules():
+            run([binary, "-t", "filter", "-A", chain, *rule])
+        while run([binary, "-t", "filter", "-D", "OUTPUT", *jump], check=False).returncode == 0:
+            pass
+        run([binary, "-t", "filter", "-I", "OUTPUT", "1", *jump])
+
+
+def component_egress_isolation_active() -> bool:
+    for binary in ("iptables", "ip6tables"):
+        rules = run([binary, "-t", "filter", "-S", "OUTPUT"]).stdout.splitlines()
+        if not any(rule.endswith(f"-j {cfg.EGRESS_CHAIN}") for rule in rules):
+            return False
+    return True
+
+
+def refused_component_packets() -> int:
+    """Packets of cluster components refused for leaving loopback and bridge (v4 + v6)."""
+    refused = 0
+    for binary in ("iptables", "ip6tables"):
+        listing = run([binary, "-t", "filter", "-L", cfg.EGRESS_CHAIN, "-v", "-n", "-x"]).stdout
+        refused += sum(int(line.split()[0]) for line in listing.splitlines() if " REJECT " in line)
+    return refused
 
 
 def own_iptables_state(binary: str, table: str) -> tuple[list[str], list[list[str]]]:
@@ -182,6 +229,34 @@ def leftover_iptables_chains() -> list[str]:
 
 
 # --- pod network namespaces, mounts, cgroups --------------------------------------
+
+
+def cgroup2_mount() -> Path:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            return Path(fields[4])
+    raise CommandError("no cgroup2 hierarchy mounted: component egress cannot be confined")
+
+
+def component_cgroup() -> Path:
+    return cgroup2_mount() / cfg.COMPONENT_CGROUP
+
+
+def ensure_component_cgroup() -> Path:
+    cgroup = component_cgroup()
+    cgroup.mkdir(exist_ok=True)
+    return cgroup
+
+
+def processes_in_component_cgroup() -> list[int]:
+    procs = component_cgroup() / "cgroup.procs"
+    return [int(pid) for pid in procs.read_text().split()] if procs.exists() else []
+
+
+def remove_component_cgroup() -> None:
+    if component_cgroup().is_dir():
+        component_cgroup().rmdir()
 
 
 def pod_network_namespaces() -> list[str]:

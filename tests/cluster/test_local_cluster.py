@@ -13,10 +13,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from batcomputer_dev import cluster_config as cfg
+from batcomputer_dev import cluster_host as host
 from batcomputer_dev.cluster import LocalCluster
 from batcomputer_dev.pytest_cluster import KubeCluster
 
@@ -300,6 +302,21 @@ def test_forward_rule_isolates_the_pod_bridge(local_cluster):
         f"-A {cfg.FORWARD_CHAIN} -i {cfg.BRIDGE_NAME} ! -o {cfg.BRIDGE_NAME} -j REJECT"
         in chain.stdout
     )
+
+
+def test_components_are_confined_to_loopback_and_the_bridge(local_cluster):
+    cgroup_line = f"0::/{cfg.COMPONENT_CGROUP}"
+    for component in cfg.COMPONENTS_IN_START_ORDER:
+        pid = json.loads(local_cluster.paths.pid_file(component).read_text())["pid"]
+        assert cgroup_line in Path(f"/proc/{pid}/cgroup").read_text().splitlines(), component
+    for binary in ("iptables", "ip6tables"):
+        output = subprocess.run(
+            [binary, "-S", "OUTPUT"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert output[1].endswith(f"-j {cfg.EGRESS_CHAIN}"), (binary, output)
+    # Zero refusals: no component (kubelet included) ever tried to reach a metadata
+    # address, a registry or anything else beyond loopback and the bridge.
+    assert host.refused_component_packets() == 0
 
 
 def test_a_mistaken_image_pull_fails_on_loopback(kube_cluster, local_cluster, namespace):

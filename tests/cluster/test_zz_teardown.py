@@ -17,7 +17,7 @@ import pytest
 
 from batcomputer_dev import cluster_config as cfg
 from batcomputer_dev.cluster import LocalCluster
-from batcomputer_dev.cluster_host import read_sysctl
+from batcomputer_dev.cluster_host import component_cgroup, read_sysctl
 
 FORCE_TEARDOWN = "BATCOMPUTER_TEST_TEARDOWN"
 
@@ -57,9 +57,10 @@ def test_down_leaves_no_process_rule_bridge_mount_or_sysctl_change(kube_cluster)
     for save in ("iptables-save", "ip6tables-save"):
         rules = subprocess.run([save], capture_output=True, text=True, check=True).stdout
         assert "KUBE-" not in rules, save
-        assert cfg.FORWARD_CHAIN not in rules, save
+        assert "BATCOMPUTER-" not in rules, save
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(cluster.paths.root) not in mounts
     assert "/run/netns/cni-" not in mounts
     assert {name: read_sysctl(name) for name in original_sysctls} == original_sysctls
     assert not list(Path("/sys/fs/cgroup").glob("*/kubepods"))
+    assert not component_cgroup().exists()

@@ -13,7 +13,7 @@ import yaml
 
 from batcomputer_dev import cluster_config as cfg
 from batcomputer_dev import images
-from batcomputer_dev.cluster_host import forward_rules
+from batcomputer_dev.cluster_host import egress_rules, forward_rules
 from batcomputer_dev.cluster_pki import certificate_specs, pki_recipe_digest
 from batcomputer_dev.k8s_oci import write_file_layer, write_single_layer_archive
 
@@ -180,6 +180,11 @@ def test_forward_rules_refuse_traffic_between_the_bridge_and_any_other_interface
     rules = [" ".join(rule) for rule in forward_rules()]
     assert f"-i {cfg.BRIDGE_NAME} ! -o {cfg.BRIDGE_NAME} -j REJECT" in rules[0]
     assert f"! -i {cfg.BRIDGE_NAME} -o {cfg.BRIDGE_NAME} -j REJECT" in rules[1]
+
+
+def test_component_egress_may_use_loopback_and_the_bridge_only():
+    rules = [" ".join(rule) for rule in egress_rules()]
+    assert rules == ["-o lo -j RETURN", f"-o {cfg.BRIDGE_NAME} -j RETURN", "-j REJECT"]
 
 
 def test_single_layer_oci_archive_is_self_consistent(tmp_path):
