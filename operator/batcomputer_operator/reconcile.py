@@ -213,9 +213,11 @@ class _Pass:
         return new["conditions"][0]["status"] == "True"
 
     def _note_transitions(self, previous: list, conditions: list[dict]) -> None:
-        was = {c.get("type"): c.get("status") for c in previous}
+        """An Event when Ready or Stalled turns True, or stays True for another reason."""
+        was = {c.get("type"): (c.get("status"), c.get("reason")) for c in previous}
         for condition in conditions:
-            if condition["status"] != "True" or was.get(condition["type"]) == "True":
+            now = (condition["status"], condition["reason"])
+            if condition["status"] != "True" or was.get(condition["type"]) == now:
                 continue
             if condition["type"] == "Stalled":
                 self.note(condition["reason"], condition["message"], warning=True)

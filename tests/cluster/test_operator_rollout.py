@@ -172,11 +172,23 @@ def _info(cluster, name: str, namespace: str) -> dict:
     return call_service(cluster, name, namespace, "/api/info")
 
 
+def _answering(cluster, name: str, namespace: str) -> bool:
+    try:
+        return bool(_info(cluster, name, namespace))
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
 def _serve(cluster, namespace: str, name: str, spec: dict) -> tuple[dict, float]:
+    """Create a BatModel; return it once Ready and answering, and the time to Ready."""
     started = time.monotonic()
     _create(cluster, namespace, name, spec)
     model = _wait(cluster, name, namespace)
-    return model, time.monotonic() - started
+    to_ready = time.monotonic() - started
+    # Ready means the Service selects ready pods; kube-proxy programs the new
+    # ClusterIP's rules on its own schedule (iptables min sync period), a moment later.
+    wait_for(lambda: _answering(cluster, name, namespace), bool, f"{name} to answer", timeout=15)
+    return model, to_ready
 
 
 def test_apply_serves_then_a_bump_switches_blue_green(kube_cluster, operator, namespace, releases):
@@ -362,6 +374,8 @@ def test_hand_edits_are_repaired_and_an_idle_model_is_quiet(
     assert restored["metadata"]["ownerReferences"][0]["kind"] == "BatModel"
     model = _wait(kube_cluster, name, namespace)
     assert model["status"]["observedGeneration"] == model["metadata"]["generation"]
+    # the Service was re-created with a new ClusterIP: kube-proxy catches up on its own schedule
+    wait_for(lambda: _answering(kube_cluster, name, namespace), bool, "an answer", timeout=15)
     assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
 
 
