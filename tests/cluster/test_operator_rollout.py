@@ -315,6 +315,41 @@ def test_a_spec_the_api_server_refuses_stalls_with_its_words(
     assert model["status"]["servingVersion"] == "1.0.0"
 
 
+def test_a_name_another_controller_owns_is_never_taken_over(
+    kube_cluster, operator, namespace, releases
+):
+    name = "taken"
+    owner = kubectl_json(
+        kube_cluster, "create", "configmap", f"{name}-owner", "-n", namespace, "--from-literal=a=b"
+    )
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"selector": {"app": "someone-else"}, "ports": [{"port": 80, "protocol": "TCP"}]},
+    }
+    kube_cluster.kubectl("create", "-f", "-", input_text=yaml.safe_dump(service))
+    _create(kube_cluster, namespace, name, releases["1.0.0"])
+    model = _wait(kube_cluster, name, namespace, "Stalled", "NameConflict", timeout=60)
+    assert f"Service {name}" in condition(model, "Stalled")["message"]
+    assert get(kube_cluster, "service", name, namespace)["spec"]["selector"] == {
+        "app": "someone-else"
+    }
+    assert children(kube_cluster, "deployments", name, namespace) == []
+
+
 def _resource_versions(cluster, name: str, namespace: str) -> dict[str, str]:
     objects = [
         _model(cluster, name, namespace),
