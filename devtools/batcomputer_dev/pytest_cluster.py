@@ -18,6 +18,7 @@ Fixtures (session-scoped):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -85,8 +86,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     kinds = [kind for kind in images.IMAGES if f"{kind}_image" in used]
     if "kube_cluster" not in used and not kinds:
         return
+    # Build progress goes straight to the terminal: minutes of silence look like a hang.
     capture = session.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         ensure_binaries()
         if kinds:
             images.build_images(kinds)
