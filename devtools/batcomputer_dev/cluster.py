@@ -372,7 +372,7 @@ class LocalCluster:
         pid_file.unlink(missing_ok=True)
 
     def _stray_processes(self) -> list[int]:
-        """containerd shims of our socket and processes of our pods' cgroups."""
+        """Processes of the cluster no PID file names: shims of our containerd, pods, components."""
         socket = str(self.paths.containerd_socket)
         found = set(host.processes_in_kubelet_cgroups()) | set(host.processes_in_component_cgroup())
         for proc in Path("/proc").iterdir():
