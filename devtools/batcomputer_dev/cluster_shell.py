@@ -28,15 +28,18 @@ def run(
     cwd: Path | None = None,
     input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [os.fspath(arg) for arg in args],
-        capture_output=True,
-        text=True,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        input=input_text,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [os.fspath(arg) for arg in args],
+            capture_output=True,
+            text=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            input=input_text,
+            check=False,
+        )
+    except FileNotFoundError as error:
+        raise CommandError(f"{args[0]} not found: run devtools/bootstrap.sh") from error
     if check and result.returncode != 0:
         raise CommandError(
             f"{' '.join(map(str, args))} exited {result.returncode}: "
