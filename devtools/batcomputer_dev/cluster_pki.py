@@ -145,7 +145,3 @@ def issue(pki: Path, spec: CertificateSpec) -> None:
     )  # fmt: skip
     csr.unlink()
     extensions.unlink()
-
-
-def ca_fingerprint(pki: Path) -> str:
-    return hashlib.sha256((pki / "ca.crt").read_bytes()).hexdigest()

@@ -24,18 +24,14 @@ def run(
     args: Sequence[str | os.PathLike[str]],
     *,
     check: bool = True,
-    env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     try:
         result = subprocess.run(
             [os.fspath(arg) for arg in args],
             capture_output=True,
             text=True,
-            env=dict(env) if env is not None else None,
             cwd=cwd,
-            input=input_text,
             check=False,
         )
     except FileNotFoundError as error:

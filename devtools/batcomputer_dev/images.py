@@ -35,7 +35,6 @@ WHEELHOUSE_IN_CONTEXT = REPO_ROOT / "build" / "wheels"
 
 @dataclass(frozen=True)
 class ImageSpec:
-    kind: str
     name: str
     dockerfile: Path
     extra: str
@@ -43,13 +42,11 @@ class ImageSpec:
 
 IMAGES = {
     "server": ImageSpec(
-        "server",
         f"ghcr.io/batcomputer/batcomputer-server:{IMAGE_TAG}",
         REPO_ROOT / "Dockerfile.server",
         "server",
     ),
     "operator": ImageSpec(
-        "operator",
         f"ghcr.io/batcomputer/batcomputer-operator:{IMAGE_TAG}",
         REPO_ROOT / "Dockerfile.operator",
         "operator",
@@ -185,7 +182,8 @@ def build_images(kinds: list[str]) -> list[str]:
 
 def _build_images(kinds: list[str]) -> list[str]:
     base = ensure_base_image()
-    extras = tuple(sorted({IMAGES[kind].extra for kind in IMAGES}))
+    # One wheelhouse for both images: their dependency layers share it.
+    extras = tuple(sorted({spec.extra for spec in IMAGES.values()}))
     stage_wheelhouse(ensure_wheelhouse(extras))
     for kind in kinds:
         spec = IMAGES[kind]
