@@ -14,6 +14,10 @@ class OperatorConfig:
     ingress_class: str | None = None
     ingress_host: str | None = None
     liveness_port: int = 8080
+    # Long enough for a slow image pull and bundle download, short enough that a
+    # version stuck without a container error (a server that never gets ready)
+    # ends up Stalled.
+    progress_deadline_seconds: int = 300
     # Safety net only: child watch events wake a model's reconcile at once.
     resync_seconds: float = 300.0
     pending_resync_seconds: float = 10.0
@@ -59,6 +63,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="port of the /healthz liveness endpoint (env BATCOMPUTER_LIVENESS_PORT)",
     )
     parser.add_argument(
+        "--progress-deadline-seconds",
+        type=int,
+        default=int(env.get("BATCOMPUTER_PROGRESS_DEADLINE_SECONDS", "300")),
+        help="a version whose pods make no progress this long is Stalled "
+        "(env BATCOMPUTER_PROGRESS_DEADLINE_SECONDS)",
+    )
+    parser.add_argument(
         "--resync-seconds",
         type=float,
         default=float(env.get("BATCOMPUTER_RESYNC_SECONDS", "300")),
@@ -78,5 +89,6 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
         ingress_class=args.ingress_class,
         ingress_host=args.ingress_host,
         liveness_port=args.liveness_port,
+        progress_deadline_seconds=args.progress_deadline_seconds,
         resync_seconds=args.resync_seconds,
     )

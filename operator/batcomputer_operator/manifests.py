@@ -25,9 +25,6 @@ SERVER_PORT = 8000
 SERVICE_PORT = 80
 BUNDLE_DIR = "/bundle"
 RUN_AS = 10001
-# Long enough for a slow image unpack and bundle download, short enough that a
-# version stuck without a pod-level error still ends up Stalled.
-PROGRESS_DEADLINE_SECONDS = 300
 DRAIN_SECONDS = 5
 
 _SECRET_ENV = (
@@ -159,7 +156,7 @@ def deployment(owner: Owner, spec: BatModelSpec, config: OperatorConfig) -> dict
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": 2,
-            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "progressDeadlineSeconds": config.progress_deadline_seconds,
             # In-place changes (resources, image) keep every old pod until a new one is ready.
             "strategy": {
                 "type": "RollingUpdate",

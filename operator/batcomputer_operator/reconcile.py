@@ -155,7 +155,7 @@ class _Pass:
         failure = None
         if not complete:
             pods = self.kube.list("Pod", namespace, naming.selector_labels(name, spec.version))
-            failure = status.pod_failure(pods) or status.deployment_failure(desired)
+            failure = status.pod_failure(pods) or status.deployment_failure(desired, pods)
         return self.finish(self._observed(spec, desired, target, failure), live_status, now)
 
     def _conflict(self, service: dict | None, deployment: dict | None) -> status.Failure | None:

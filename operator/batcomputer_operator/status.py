@@ -139,11 +139,29 @@ def pod_failure(pods: Sequence[Mapping[str, Any]]) -> Failure | None:
     return None
 
 
-def deployment_failure(deployment: Mapping[str, Any] | None) -> Failure | None:
+def _unready_server(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    for pod in sorted(pods, key=lambda p: _get(p, "metadata", "name") or ""):
+        for container in _get(pod, "status", "containerStatuses") or []:
+            running = _get(container, "state", "running") is not None
+            if container.get("name") == "server" and running and not container.get("ready"):
+                return _get(pod, "metadata", "name")
+    return None
+
+
+def deployment_failure(
+    deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]] = ()
+) -> Failure | None:
+    """A failure the Deployment controller reports, with what the pods show of it."""
     for condition in _get(deployment, "status", "conditions") or []:
         kind, status = condition.get("type"), condition.get("status")
         if kind == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
             message = condition.get("message") or "the rollout made no progress"
+            unready = _unready_server(pods)
+            if unready is not None:
+                message += (
+                    f" The server container of pod {unready} runs but never became ready:"
+                    " its /readyz says why."
+                )
             return Failure("ProgressDeadlineExceeded", message)
         if kind == "ReplicaFailure" and status == "True":
             return Failure("ReplicaFailure", condition.get("message") or "pods cannot be created")

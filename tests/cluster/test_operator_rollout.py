@@ -7,8 +7,11 @@ through the model's Service ClusterIP, which kube-proxy makes reachable from the
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -88,43 +91,39 @@ def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
     return specs
 
 
-@pytest.fixture(scope="module")
-def namespace(kube_cluster, pod_azurite) -> Iterator[str]:
-    install_crd(kube_cluster)
+@contextlib.contextmanager
+def _model_namespace(cluster, azurite: AzuriteService) -> Iterator[str]:
+    """A fresh namespace holding the blob credentials Secret."""
+    install_crd(cluster)
     name = f"bc-operator-{secrets.token_hex(3)}"
-    kube_cluster.kubectl("create", "namespace", name)
-    kube_cluster.kubectl(
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl(
         *("create", "secret", "generic", SECRET, "-n", name),
-        f"--from-literal=connectionString={pod_azurite.connection_string}",
+        f"--from-literal=connectionString={azurite.connection_string}",
     )
-    yield name
-    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-@pytest.fixture(scope="module")
-def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterator[Path]:
-    """`batcomputer-operator` watching `namespace`; yields its log file."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
+@contextlib.contextmanager
+def _running_operator(cluster, namespace: str, log: Path, *flags: str) -> Iterator[None]:
+    """`batcomputer-operator` watching `namespace`, logging to `log`."""
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
             [
                 str(BIN / "batcomputer-operator"),
-                *("--namespace", namespace, "--server-image", server_image),
-                *("--liveness-port", str(port)),
+                *("--namespace", namespace, "--liveness-port", str(port), *flags),
             ],
-            env=dict(os.environ, KUBECONFIG=str(kube_cluster.kubeconfig)),
+            env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(
-            lambda: _alive(port, process),
-            bool,
-            f"operator liveness on port {port} (log {log})",
-            timeout=60,
-        )
-        yield log
+        wait_for(lambda: _alive(port, process), bool, f"operator liveness (log {log})", timeout=60)
+        yield
     finally:
         process.terminate()
         try:
@@ -133,6 +132,19 @@ def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterato
             process.kill()
             process.wait()
         print(log.read_text()[-20000:])
+
+
+@pytest.fixture(scope="module")
+def namespace(kube_cluster, pod_azurite) -> Iterator[str]:
+    with _model_namespace(kube_cluster, pod_azurite) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterator[None]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with _running_operator(kube_cluster, namespace, log, "--server-image", server_image):
+        yield
 
 
 def _alive(port: int, process: subprocess.Popen) -> bool:
@@ -426,3 +438,39 @@ def test_deleting_the_batmodel_removes_its_children(kube_cluster, operator, name
             f"{kind} of {name} to be garbage-collected",
             timeout=120,
         )
+
+
+def test_a_server_that_never_gets_ready_stalls_at_the_progress_deadline(
+    kube_cluster, server_image, pod_azurite, trained_bundles, tmp_path
+):
+    # A bundle whose recorded self-check disagrees with its model: the fetch passes
+    # (every file matches its digest), the server runs, and /readyz stays 503.
+    bundle = tmp_path / "titanic" / "1.0.0"
+    shutil.copytree(trained_bundles.titanic, bundle)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["self_check"]["probabilities"] = [
+        list(reversed(row)) for row in manifest["self_check"]["probabilities"]
+    ]
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    container = pod_azurite.make_container("unready")
+    pod_azurite.upload_folder(bundle, container, "titanic/1.0.0")
+    spec = {
+        "version": "1.0.0",
+        "source": {
+            "uri": pod_azurite.folder_uri(container, "titanic/1.0.0"),
+            "credentialsSecret": SECRET,
+        },
+    }
+    flags = ("--server-image", server_image, "--progress-deadline-seconds", "20")
+    with (
+        _model_namespace(kube_cluster, pod_azurite) as namespace,
+        _running_operator(kube_cluster, namespace, tmp_path / "operator.log", *flags),
+    ):
+        _create(kube_cluster, namespace, "unready", spec)
+        model = _wait(
+            kube_cluster, "unready", namespace, "Stalled", "ProgressDeadlineExceeded", timeout=120
+        )
+        message = condition(model, "Stalled")["message"]
+        assert "runs but never became ready: its /readyz says why" in message
+        assert condition(model, "Ready")["status"] == "False"
+        assert "servingVersion" not in model["status"]

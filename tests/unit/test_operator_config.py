@@ -22,12 +22,14 @@ def test_environment_configures():
         "BATCOMPUTER_INGRESS_CLASS": "nginx",
         "BATCOMPUTER_INGRESS_HOST": "models.local",
         "BATCOMPUTER_LIVENESS_PORT": "9090",
+        "BATCOMPUTER_PROGRESS_DEADLINE_SECONDS": "120",
     }
     config = load_config([], env)
     assert config.server_image == "registry.local/server:9"
     assert config.namespaces == ("models", "staging")
     assert (config.ingress_class, config.ingress_host) == ("nginx", "models.local")
     assert config.liveness_endpoint == "http://0.0.0.0:9090/healthz"
+    assert config.progress_deadline_seconds == 120
 
 
 def test_flags_override_environment():

@@ -47,7 +47,9 @@ def test_deployment_is_named_and_labelled_for_its_version():
     }
     template_labels = manifest["spec"]["template"]["metadata"]["labels"]
     assert manifest["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
-    assert manifest["spec"]["progressDeadlineSeconds"] > 0
+    assert manifest["spec"]["progressDeadlineSeconds"] == 300
+    later = deployment(OWNER, _spec(), OperatorConfig(progress_deadline_seconds=900))
+    assert later["spec"]["progressDeadlineSeconds"] == 900
 
 
 def test_children_are_owned_by_the_batmodel():

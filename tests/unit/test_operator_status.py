@@ -159,7 +159,7 @@ def test_image_pull_failure_is_a_failure():
     assert pod_failure([pod]) == Failure("ErrImagePull", "fetch container of pod p-1: not found")
 
 
-def test_progress_deadline_is_a_failure():
+def _past_deadline():
     deployment = _deployment(ready=0)
     deployment["status"]["conditions"] = [
         {
@@ -169,10 +169,37 @@ def test_progress_deadline_is_a_failure():
             "message": 'ReplicaSet "x" has timed out progressing.',
         }
     ]
-    assert deployment_failure(deployment) == Failure(
+    return deployment
+
+
+def test_progress_deadline_is_a_failure():
+    assert deployment_failure(_past_deadline()) == Failure(
         "ProgressDeadlineExceeded", 'ReplicaSet "x" has timed out progressing.'
     )
     assert deployment_failure(_deployment()) is None
+
+
+def test_progress_deadline_points_at_a_server_that_never_got_ready():
+    unready = _pod(
+        "p-2",
+        init={"state": {"terminated": _terminated(0)}},
+        server={"ready": False, "state": {"running": {}}},
+    )
+    failure = deployment_failure(_past_deadline(), [unready])
+    assert failure.reason == "ProgressDeadlineExceeded"
+    assert failure.message.endswith(
+        "The server container of pod p-2 runs but never became ready: its /readyz says why."
+    )
+
+
+def test_replica_failure_is_a_failure():
+    deployment = _deployment(ready=0)
+    deployment["status"]["conditions"] = [
+        {"type": "ReplicaFailure", "status": "True", "message": 'pods "x" is forbidden: quota'}
+    ]
+    assert deployment_failure(deployment) == Failure(
+        "ReplicaFailure", 'pods "x" is forbidden: quota'
+    )
 
 
 def _seen(**changes):
