@@ -99,7 +99,6 @@ async def _startup(memo: Any, settings: kopf.OperatorSettings, **_: Any) -> None
         memo.config = load_config([], os.environ)
     memo.kube = await asyncio.to_thread(connect)
     memo.workers = {}
-    settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     # kopf's default "Handler succeeded" line for every pod event is noise here.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -191,6 +191,17 @@ def _answering(cluster, name: str, namespace: str) -> bool:
         return False
 
 
+def _answers_with(cluster, name: str, namespace: str, version: str) -> None:
+    # After a switch the retired pods keep answering (they drain) until kube-proxy
+    # has followed the Service's new selector, within a second or two.
+    wait_for(
+        lambda: _info(cluster, name, namespace)["version"],
+        lambda answered: answered == version,
+        f"{name} to answer with {version}",
+        timeout=15,
+    )
+
+
 def _serve(cluster, namespace: str, name: str, spec: dict) -> tuple[dict, float]:
     """Create a BatModel; return it once Ready and answering, and the time to Ready."""
     started = time.monotonic()
@@ -233,7 +244,7 @@ def test_apply_serves_then_a_bump_switches_blue_green(kube_cluster, operator, na
     assert answered and set(answered) <= {"1.0.0", "1.0.1"}
     assert answered == sorted(answered)  # never back to the old version after the switch
     assert answered[0] == "1.0.0"
-    assert _info(kube_cluster, name, namespace)["version"] == "1.0.1"
+    _answers_with(kube_cluster, name, namespace, "1.0.1")
     model = _model(kube_cluster, name, namespace)
     assert model["status"]["servingVersion"] == "1.0.1"
     wait_for(
@@ -474,3 +485,21 @@ def test_a_server_that_never_gets_ready_stalls_at_the_progress_deadline(
         assert "runs but never became ready: its /readyz says why" in message
         assert condition(model, "Ready")["status"] == "False"
         assert "servingVersion" not in model["status"]
+
+
+def test_a_restarted_operator_picks_up_where_the_cluster_is(
+    kube_cluster, server_image, pod_azurite, releases, tmp_path
+):
+    # All rollout state lives in the cluster (Deployments, the Service selector), so an
+    # operator that was down while the spec changed simply carries on.
+    flags = ("--server-image", server_image)
+    with _model_namespace(kube_cluster, pod_azurite) as namespace:
+        with _running_operator(kube_cluster, namespace, tmp_path / "first.log", *flags):
+            _serve(kube_cluster, namespace, "restart", releases["1.0.0"])
+        lagging = patch_spec(kube_cluster, "restart", namespace, releases["1.0.1"])
+        assert lagging["status"]["observedGeneration"] < lagging["metadata"]["generation"]
+        assert _info(kube_cluster, "restart", namespace)["version"] == "1.0.0"
+        with _running_operator(kube_cluster, namespace, tmp_path / "second.log", *flags):
+            model = _wait(kube_cluster, "restart", namespace)
+            assert model["status"]["servingVersion"] == "1.0.1"
+            _answers_with(kube_cluster, "restart", namespace, "1.0.1")
