@@ -18,7 +18,7 @@ import kopf
 
 from batcomputer_operator import reconcile
 from batcomputer_operator.config import OperatorConfig, load_config
-from batcomputer_operator.kube import connect
+from batcomputer_operator.kube import KubeError, connect
 from batcomputer_operator.naming import MANAGED_BY, MODEL_LABEL
 
 _MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -65,6 +65,10 @@ async def _work(memo: Any, namespace: str, name: str, worker: _Worker) -> None:
             outcome = await asyncio.to_thread(
                 reconcile.reconcile, memo.kube, config, namespace, name, _now()
             )
+        except KubeError as error:  # API server away or busy: nothing to debug here
+            _log.warning("%s/%s: reconcile interrupted, retrying: %s", namespace, name, error)
+            timeout = config.pending_resync_seconds
+            continue
         except Exception:
             _log.exception("%s/%s: reconcile failed, retrying", namespace, name)
             timeout = config.pending_resync_seconds
@@ -100,8 +104,10 @@ async def _startup(memo: Any, settings: kopf.OperatorSettings, **_: Any) -> None
     memo.kube = await asyncio.to_thread(connect)
     memo.workers = {}
     settings.watching.server_timeout = 300
-    # kopf's default "Handler succeeded" line for every pod event is noise here.
+    # kopf's "Handler succeeded" for every pod event and a line per liveness probe
+    # would bury the rollout steps.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 @kopf.on.cleanup()

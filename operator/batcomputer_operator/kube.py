@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import kubernetes
+import urllib3
 
 FIELD_MANAGER = "batcomputer-operator"
 _TIMEOUT = (5, 30)
@@ -64,8 +65,11 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._client.call_api(*request, _request_timeout=_TIMEOUT)
-        data = response.read()
+        try:
+            response = self._client.call_api(*request, _request_timeout=_TIMEOUT)
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubeError(0, f"API server unreachable: {error}") from error
         if response.status == 404:
             return None
         decoded = json.loads(data) if data else {}
