@@ -20,7 +20,9 @@ demo: images
 # pytest exits 5 when it collects nothing, so an empty run fails the target too.
 # This target brought the cluster up, so its last test may take it down again.
 test: images
-	BATCOMPUTER_TEST_TEARDOWN=1 $(BIN)/pytest
+	BATCOMPUTER_TEST_TEARDOWN=1 $(BIN)/pytest || { status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	  exit $$status; }
 
 lint: bootstrap
 	$(BIN)/ruff check .
