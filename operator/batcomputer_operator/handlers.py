@@ -129,3 +129,11 @@ async def batmodel_changed(event: dict, name: str, namespace: str, memo: Any, **
 async def child_changed(labels: dict, namespace: str, memo: Any, **_: Any) -> None:
     if MODEL_LABEL in labels:
         _wake(memo, namespace, labels[MODEL_LABEL], start=False)
+
+
+# Endpoints bear their Service's name, which is the BatModel's: matched by that name,
+# which the Endpoints controller guarantees, not by labels it may or may not copy from
+# the Service. Other Endpoints find no worker and wake nothing.
+@kopf.on.event("", "v1", "endpoints")
+async def service_endpoints_changed(name: str, namespace: str, memo: Any, **_: Any) -> None:
+    _wake(memo, namespace, name, start=False)

@@ -20,6 +20,8 @@ _PATHS = {
     "Service": "/api/v1/namespaces/{namespace}/services",
     "Ingress": "/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses",
     "Pod": "/api/v1/namespaces/{namespace}/pods",
+    # core v1 Endpoints, not EndpointSlices: discovery.k8s.io/v1 is absent on 1.20.
+    "Endpoints": "/api/v1/namespaces/{namespace}/endpoints",
     "BatModel": "/apis/batcomputer.io/v1alpha1/namespaces/{namespace}/batmodels",
 }
 

@@ -2,8 +2,9 @@
 
 Blue/green: the desired version gets its own Deployment; the Service keeps
 routing to the version it serves until the desired one has every replica
-updated and ready; only then does the Service switch and the other versions'
-Deployments go. A version that never gets ready never gets traffic.
+updated and ready; only then does the Service switch, and once its Endpoints
+list the new pods the other versions' Deployments go. A version that never
+gets ready never gets traffic.
 """
 
 from collections.abc import Mapping
@@ -133,7 +134,10 @@ class _Pass:
             existing = self.kube.get("Deployment", namespace, wanted_name)
         conflict = self._conflict(service, existing)
         if conflict is not None:
-            return self.finish(self._observed(spec, None, None, conflict), live_status, now)
+            return self.finish(self._observed(spec, conflict), live_status, now)
+        endpoints = self.kube.get("Endpoints", namespace, name)
+        pods = self.kube.list("Pod", namespace, {naming.MODEL_LABEL: name})
+        serving = status.serving_deployment(endpoints, pods, deployments)
 
         try:
             desired = self.ensure_deployment(spec, existing)
@@ -141,22 +145,28 @@ class _Pass:
             deployments = list(by_name.values())
             target = status.route_target(desired, status.routed_deployment(service, deployments))
             self.ensure_service(_version_of(target), service)
-            self.retire(status.to_retire(deployments, desired, target))
+            self.retire(status.to_retire(deployments, [desired, target, serving]))
             self.ensure_ingress(spec, _version_of(target))
         except KubeError as error:
             if error.lasting_reason is None:
                 raise
             # e.g. requests above limits: valid for the CRD schema, refused for a Deployment.
             refused = status.Failure(error.lasting_reason, f"the API server refused: {error}")
-            serving = status.routed_deployment(service, deployments)
-            return self.finish(self._observed(spec, None, serving, refused), live_status, now)
-        complete = status.rollout_complete(desired)
+            return self.finish(self._observed(spec, refused, serving=serving), live_status, now)
 
         failure = None
-        if not complete:
-            pods = self.kube.list("Pod", namespace, naming.selector_labels(name, spec.version))
-            failure = status.pod_failure(pods) or status.deployment_failure(desired, pods)
-        return self.finish(self._observed(spec, desired, target, failure), live_status, now)
+        if not status.rollout_complete(desired):
+            mine = status.pods_of(desired, pods)
+            failure = status.pod_failure(mine) or status.deployment_failure(desired, mine)
+        seen = self._observed(
+            spec,
+            failure,
+            serving=serving,
+            desired=desired,
+            selected=target is desired,
+            answering=status.answering_pods(endpoints, pods, desired),
+        )
+        return self.finish(seen, live_status, now)
 
     def _conflict(self, service: dict | None, deployment: dict | None) -> status.Failure | None:
         for kind, child in (("Service", service), ("Deployment", deployment)):
@@ -170,20 +180,23 @@ class _Pass:
     def _observed(
         self,
         spec: BatModelSpec,
-        desired: dict | None,
-        target: dict | None,
         failure: status.Failure | None,
+        *,
+        serving: Mapping[str, Any] | None = None,
+        desired: Mapping[str, Any] | None = None,
+        selected: bool = False,
+        answering: int = 0,
     ) -> status.Observed:
-        serving = None
-        if target is not None and status.ready_replicas(target) > 0:
-            serving = _version_of(target)
+        """`serving`: the Deployment the Service's Endpoints route to; `selected`: whether
+        the Service's selector points at `desired`."""
         return status.Observed(
             generation=self.model["metadata"].get("generation", 0),
             desired_version=spec.version,
             replicas=spec.replicas,
             ready_replicas=status.ready_replicas(desired),
-            complete=desired is not None and target is desired and status.rollout_complete(desired),
-            serving_version=serving,
+            complete=selected and status.rollout_complete(desired),
+            answering=answering,
+            serving_version=_version_of(serving) if serving is not None else None,
             failure=failure,
             url=manifests.service_url(self.owner),
             ingress_path=spec.ingress.path if spec.ingress else None,
@@ -198,6 +211,7 @@ class _Pass:
             replicas=0,
             ready_replicas=0,
             complete=False,
+            answering=0,
             serving_version=(self.model.get("status") or {}).get("servingVersion"),
             failure=status.Failure("InvalidSpec", str(error)),
             url=manifests.service_url(self.owner),

@@ -1,9 +1,10 @@
 """Pure status rules: observed children become a kstatus-style BatModel status.
 
 kstatus (what Argo CD, Flux and `kubectl wait` read): Ready=True only when the
-desired version serves with every replica; Reconciling=True while getting
-there; Stalled=True when it will not get there without a change, with the
-failing container's own words as the message.
+desired version serves with every replica, which means the Service's Endpoints
+list them (the Endpoints controller, not the selector, decides where traffic
+goes); Reconciling=True while getting there; Stalled=True when it will not get
+there without a change, with the failing container's own words as the message.
 """
 
 from collections.abc import Mapping, Sequence
@@ -84,13 +85,56 @@ def route_target(desired: Mapping[str, Any], routed: Mapping[str, Any] | None) -
 
 
 def to_retire(
-    deployments: Sequence[Mapping[str, Any]],
-    desired: Mapping[str, Any],
-    target: Mapping[str, Any],
+    deployments: Sequence[Mapping[str, Any]], keep: Sequence[Mapping[str, Any] | None]
 ) -> list[Mapping[str, Any]]:
-    """Every version's Deployment but the desired one and the one the Service routes to."""
-    keep = {_get(desired, "metadata", "name"), _get(target, "metadata", "name")}
-    return [d for d in deployments if _get(d, "metadata", "name") not in keep]
+    """Every version's Deployment but those in `keep`: the desired one, the one the
+    Service selects, and the one its Endpoints still send traffic to."""
+    kept = {_get(deployment, "metadata", "name") for deployment in keep if deployment}
+    return [d for d in deployments if _get(d, "metadata", "name") not in kept]
+
+
+def pods_of(
+    deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The pods `deployment`'s selector matches."""
+    selector = _get(deployment, "spec", "selector", "matchLabels") or {}
+    if not selector:
+        return []
+    return [
+        pod
+        for pod in pods
+        if all((_get(pod, "metadata", "labels") or {}).get(k) == v for k, v in selector.items())
+    ]
+
+
+def answering_pods(
+    endpoints: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    deployment: Mapping[str, Any] | None,
+) -> int:
+    """How many of `deployment`'s pods the Service's Endpoints list as ready addresses.
+
+    A Service whose selector just changed still sends traffic to the previous pods
+    until the Endpoints controller has caught up; this counts what it has caught up to.
+    """
+    uids = {_get(pod, "metadata", "uid") for pod in pods_of(deployment, pods)} - {None}
+    listed = {
+        _get(address, "targetRef", "uid")
+        for subset in _get(endpoints, "subsets") or []
+        for address in subset.get("addresses") or []
+    }
+    return len(listed & uids)
+
+
+def serving_deployment(
+    endpoints: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    deployments: Sequence[Mapping[str, Any]],
+) -> Mapping[str, Any] | None:
+    """The Deployment whose pods the Service's Endpoints list most, if they list any."""
+    counted = [(answering_pods(endpoints, pods, d), d) for d in deployments]
+    best = max(counted, key=lambda pair: pair[0], default=(0, None))
+    return best[1] if best[0] > 0 else None
 
 
 def ready_replicas(deployment: Mapping[str, Any] | None) -> int:
@@ -176,7 +220,8 @@ class Observed:
     desired_version: str | None
     replicas: int
     ready_replicas: int
-    complete: bool  # desired version's rollout done and the Service routes to it
+    complete: bool  # desired version's rollout done and the Service selects it
+    answering: int  # desired version's pods listed as ready in the Service's Endpoints
     serving_version: str | None
     failure: Failure | None
     url: str
@@ -213,7 +258,7 @@ def _summary(seen: Observed) -> tuple[bool, bool, bool, str, str]:
     if seen.complete and seen.replicas == 0:
         message = f"version {seen.desired_version} is stopped: replicas is 0, no pod serves"
         return True, False, False, "Stopped", message
-    if seen.complete:
+    if seen.complete and seen.answering >= seen.replicas:
         message = (
             f"version {seen.desired_version} serves with "
             f"{seen.ready_replicas}/{seen.replicas} ready replicas"
@@ -221,9 +266,17 @@ def _summary(seen: Observed) -> tuple[bool, bool, bool, str, str]:
         return True, False, False, "Serving", message
     serving = seen.serving_version or "nothing"
     progress = f"{seen.ready_replicas}/{seen.replicas} replicas ready"
+    if seen.complete:
+        progress += f", {seen.answering}/{seen.replicas} in the Service's endpoints"
     if seen.serving_version == seen.desired_version:
         message = f"version {seen.desired_version} is scaling: {progress}"
         return False, True, False, "Scaling", message
+    if seen.complete:
+        message = (
+            f"switching traffic to version {seen.desired_version}: {progress}; "
+            f"{serving} serves meanwhile"
+        )
+        return False, True, False, "SwitchingTraffic", message
     message = f"rolling out version {seen.desired_version}: {progress}; {serving} serves meanwhile"
     return False, True, False, "RollingOut", message
 

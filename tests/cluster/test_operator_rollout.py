@@ -184,22 +184,41 @@ def _info(cluster, name: str, namespace: str) -> dict:
     return call_service(cluster, name, namespace, "/api/info")
 
 
-def _answering(cluster, name: str, namespace: str) -> bool:
-    try:
-        return bool(_info(cluster, name, namespace))
-    except (urllib.error.URLError, ConnectionError):
-        return False
-
-
-def _answers_with(cluster, name: str, namespace: str, version: str) -> None:
-    # After a switch the retired pods keep answering (they drain) until kube-proxy
-    # has followed the Service's new selector, within a second or two.
-    wait_for(
-        lambda: _info(cluster, name, namespace)["version"],
-        lambda answered: answered == version,
-        f"{name} to answer with {version}",
-        timeout=15,
+def _endpoint_versions(cluster, name: str, namespace: str) -> list[str]:
+    """The versions of the pods the Service's Endpoints list as ready, one per address."""
+    endpoints = get(cluster, "endpoints", name, namespace) or {}
+    versions = {
+        p["metadata"]["uid"]: p["metadata"]["labels"]["batcomputer.io/version"]
+        for p in children(cluster, "pods", name, namespace)
+    }
+    return sorted(
+        versions.get(address["targetRef"]["uid"], "a pod that is gone")
+        for subset in endpoints.get("subsets") or []
+        for address in subset.get("addresses") or []
     )
+
+
+def _ready_and_routed(cluster, name: str, namespace: str, version: str) -> None:
+    """What Ready promises, checked at once: the Service's Endpoints list `version`'s pods,
+    and no other version's. Then the first answer through the ClusterIP: this host's
+    kube-proxy programs it from the Endpoints on its own schedule, at most once per
+    iptables min-sync-period (1 s), so while other Services churn a request can still be
+    refused, or reach the draining old version, for up to a second after Ready."""
+    listed = _endpoint_versions(cluster, name, namespace)
+    assert listed and set(listed) == {version}, listed
+    wait_for(
+        lambda: _answer(cluster, name, namespace),
+        lambda answered: answered == version,
+        f"{name}'s ClusterIP to answer with {version}",
+        timeout=10,
+    )
+
+
+def _answer(cluster, name: str, namespace: str) -> str | None:
+    try:
+        return _info(cluster, name, namespace)["version"]
+    except (urllib.error.URLError, ConnectionError):
+        return None
 
 
 def _serve(cluster, namespace: str, name: str, spec: dict) -> tuple[dict, float]:
@@ -208,9 +227,7 @@ def _serve(cluster, namespace: str, name: str, spec: dict) -> tuple[dict, float]
     _create(cluster, namespace, name, spec)
     model = _wait(cluster, name, namespace)
     to_ready = time.monotonic() - started
-    # Ready means the Service selects ready pods; kube-proxy programs the new
-    # ClusterIP's rules on its own schedule (iptables min sync period), a moment later.
-    wait_for(lambda: _answering(cluster, name, namespace), bool, f"{name} to answer", timeout=15)
+    _ready_and_routed(cluster, name, namespace, spec["version"])
     return model, to_ready
 
 
@@ -244,7 +261,7 @@ def test_apply_serves_then_a_bump_switches_blue_green(kube_cluster, operator, na
     assert answered and set(answered) <= {"1.0.0", "1.0.1"}
     assert answered == sorted(answered)  # never back to the old version after the switch
     assert answered[0] == "1.0.0"
-    _answers_with(kube_cluster, name, namespace, "1.0.1")
+    _ready_and_routed(kube_cluster, name, namespace, "1.0.1")
     model = _model(kube_cluster, name, namespace)
     assert model["status"]["servingVersion"] == "1.0.1"
     wait_for(
@@ -311,6 +328,7 @@ def test_replicas_scale_the_serving_deployment_in_place(
     patch_spec(kube_cluster, name, namespace, {"replicas": 2})
     model = _wait(kube_cluster, name, namespace)
     assert (model["status"]["replicas"], model["status"]["readyReplicas"]) == (2, 2)
+    assert _endpoint_versions(kube_cluster, name, namespace) == ["1.0.0", "1.0.0"]
     (after,) = children(kube_cluster, "deployments", name, namespace)
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["spec"]["replicas"] == 2
@@ -432,8 +450,7 @@ def test_hand_edits_are_repaired_and_an_idle_model_is_quiet(
     assert restored["metadata"]["ownerReferences"][0]["kind"] == "BatModel"
     model = _wait(kube_cluster, name, namespace)
     assert model["status"]["observedGeneration"] == model["metadata"]["generation"]
-    # the Service was re-created with a new ClusterIP: kube-proxy catches up on its own schedule
-    wait_for(lambda: _answering(kube_cluster, name, namespace), bool, "an answer", timeout=15)
+    _ready_and_routed(kube_cluster, name, namespace, "1.0.0")  # a new ClusterIP, too
     assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
 
 
@@ -502,4 +519,4 @@ def test_a_restarted_operator_picks_up_where_the_cluster_is(
         with _running_operator(kube_cluster, namespace, tmp_path / "second.log", *flags):
             model = _wait(kube_cluster, "restart", namespace)
             assert model["status"]["servingVersion"] == "1.0.1"
-            _answers_with(kube_cluster, "restart", namespace, "1.0.1")
+            _ready_and_routed(kube_cluster, "restart", namespace, "1.0.1")

@@ -21,7 +21,11 @@ NEEDED_IN_WATCHED = [
         for resource in (DEPLOYMENTS, "services", INGRESSES)
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ],
-    *[(verb, "pods", "") for verb in ("get", "list", "watch")],
+    *[
+        (verb, resource, "")
+        for resource in ("pods", "endpoints")
+        for verb in ("get", "list", "watch")
+    ],
     ("create", "events", ""),
 ]
 REFUSED_IN_WATCHED = [
@@ -30,6 +34,8 @@ REFUSED_IN_WATCHED = [
     *[(verb, BATMODELS, "") for verb in ("create", "update", "patch", "delete")],
     ("create", "pods", ""),
     ("delete", "pods", ""),
+    # Endpoints are the Endpoints controller's to write; the operator only reads them.
+    *[(verb, "endpoints", "") for verb in ("create", "update", "patch", "delete")],
     ("create", "pods", "exec"),
     ("get", "configmaps", ""),
     ("create", "serviceaccounts", "token"),

@@ -23,6 +23,7 @@ _WORKLOAD_GRANTS = {
         *("get", "list", "watch", "create", "update", "patch", "delete"),
     },
     ("", "pods"): {"get", "list", "watch"},
+    ("", "endpoints"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
 }
 _READ = {"get", "list", "watch"}

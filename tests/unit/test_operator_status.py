@@ -5,12 +5,14 @@ import pytest
 from batcomputer_operator.status import (
     Failure,
     Observed,
+    answering_pods,
     build_status,
     deployment_failure,
     pod_failure,
     rollout_complete,
     route_target,
     routed_deployment,
+    serving_deployment,
     status_differs,
     to_retire,
 )
@@ -209,6 +211,7 @@ def _seen(**changes):
         "replicas": 2,
         "ready_replicas": 2,
         "complete": True,
+        "answering": 2,
         "serving_version": "1.4.2",
         "failure": None,
         "url": "http://crime.models.svc/api",
@@ -257,6 +260,36 @@ def test_scaling_the_serving_version():
     assert _conditions(status)["Reconciling"] == ("True", "Scaling")
 
 
+def test_not_ready_until_the_service_endpoints_list_the_new_pods():
+    # The Deployment is done and the Service selects it, but its Endpoints still list
+    # the old pods: a request now would still reach 1.4.1.
+    seen = _seen(answering=0, serving_version="1.4.1")
+    status = build_status(seen, [], T0)
+    assert _conditions(status) == {
+        "Ready": ("False", "SwitchingTraffic"),
+        "Reconciling": ("True", "SwitchingTraffic"),
+        "Stalled": ("False", "SwitchingTraffic"),
+    }
+    assert status["conditions"][0]["message"] == (
+        "switching traffic to version 1.4.2: 2/2 replicas ready, "
+        "0/2 in the Service's endpoints; 1.4.1 serves meanwhile"
+    )
+    assert status["servingVersion"] == "1.4.1"
+    first = build_status(_seen(answering=1, serving_version=None), [], T0)
+    assert _conditions(first)["Reconciling"] == ("True", "SwitchingTraffic")
+    assert first["conditions"][0]["message"].endswith("nothing serves meanwhile")
+
+
+def test_scaling_waits_for_the_endpoints_too():
+    status = build_status(_seen(replicas=3, ready_replicas=3, answering=2), [], T0)
+    assert _conditions(status)["Reconciling"] == ("True", "Scaling")
+    assert status["conditions"][0]["message"] == (
+        "version 1.4.2 is scaling: 3/3 replicas ready, 2/3 in the Service's endpoints"
+    )
+    done = build_status(_seen(replicas=3, ready_replicas=3, answering=3), [], T0)
+    assert _conditions(done)["Ready"] == ("True", "Serving")
+
+
 def test_stalled_carries_the_failure():
     failure = Failure("DigestMismatch", "fetch container of pod p exited 5: sha256 mismatch")
     seen = _seen(desired_version="1.5.0", ready_replicas=0, complete=False, failure=failure)
@@ -271,7 +304,7 @@ def test_stalled_carries_the_failure():
 
 
 def test_zero_replicas_is_ready_and_stopped():
-    seen = _seen(replicas=0, ready_replicas=0, serving_version=None)
+    seen = _seen(replicas=0, ready_replicas=0, answering=0, serving_version=None)
     status = build_status(seen, [], T0)
     assert _conditions(status)["Ready"] == ("True", "Stopped")
     assert status["servingVersion"] is None
@@ -321,10 +354,12 @@ def test_the_service_routes_to_the_deployment_its_selector_matches():
 def test_the_service_stays_on_the_old_version_until_the_new_one_is_complete():
     old, new = _version("crime-v1", "1.0.0", True), _version("crime-v2", "2.0.0", False)
     assert route_target(new, old) is old
-    assert to_retire([old, new], new, old) == []
+    assert to_retire([old, new], [new, old, old]) == []
     done = _version("crime-v2", "2.0.0", True)
     assert route_target(done, old) is done
-    assert to_retire([old, done], done, done) == [old]
+    # The Service now selects 2.0.0 but its Endpoints still send traffic to 1.0.0.
+    assert to_retire([old, done], [done, done, old]) == []
+    assert to_retire([old, done], [done, done, done]) == [old]
 
 
 def test_a_first_version_is_routed_to_before_it_is_ready():
@@ -335,7 +370,7 @@ def test_a_first_version_is_routed_to_before_it_is_ready():
 def test_reverting_routes_back_at_once_and_drops_the_failed_version():
     serving, failing = _version("crime-v1", "1.0.0", True), _version("crime-v2", "2.0.0", False)
     assert route_target(serving, serving) is serving
-    assert to_retire([serving, failing], serving, serving) == [failing]
+    assert to_retire([serving, failing], [serving, serving, serving]) == [failing]
 
 
 def test_an_abandoned_failing_version_goes_while_the_old_one_keeps_serving():
@@ -344,4 +379,52 @@ def test_an_abandoned_failing_version_goes_while_the_old_one_keeps_serving():
     pending = _version("crime-v3", "3.0.0", False)
     target = route_target(pending, serving)
     assert target is serving
-    assert to_retire([serving, abandoned, pending], pending, target) == [abandoned]
+    assert to_retire([serving, abandoned, pending], [pending, target, None]) == [abandoned]
+
+
+def _with_selector(deployment):
+    labels = deployment["metadata"]["labels"]
+    deployment["spec"]["selector"] = {"matchLabels": labels}
+    return deployment
+
+
+def _server_pod(uid, version):
+    labels = {"batcomputer.io/model": "crime", "batcomputer.io/version": version}
+    return {"metadata": {"name": f"pod-{uid}", "uid": uid, "labels": labels}}
+
+
+def _endpoints(ready=(), unready=()):
+    def address(uid):
+        return {"ip": "10.244.0.9", "targetRef": {"kind": "Pod", "name": f"pod-{uid}", "uid": uid}}
+
+    subset = {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}
+    if ready:
+        subset["addresses"] = [address(uid) for uid in ready]
+    if unready:
+        subset["notReadyAddresses"] = [address(uid) for uid in unready]
+    return {"metadata": {"name": "crime"}, "subsets": [subset]}
+
+
+def test_endpoints_tell_which_version_answers():
+    old = _with_selector(_version("crime-v1", "1.0.0", True))
+    new = _with_selector(_version("crime-v2", "2.0.0", True))
+    pods = [_server_pod("a", "1.0.0"), _server_pod("b", "2.0.0"), _server_pod("c", "2.0.0")]
+    # Right after the selector switch the Endpoints controller has not caught up yet.
+    stale = _endpoints(ready=["a"])
+    assert (answering_pods(stale, pods, old), answering_pods(stale, pods, new)) == (1, 0)
+    assert serving_deployment(stale, pods, [new, old]) is old
+    caught_up = _endpoints(ready=["b", "c"])
+    assert answering_pods(caught_up, pods, new) == 2
+    assert serving_deployment(caught_up, pods, [old, new]) is new
+
+
+def test_only_ready_addresses_of_known_pods_count():
+    new = _with_selector(_version("crime-v2", "2.0.0", True))
+    pods = [_server_pod("b", "2.0.0"), _server_pod("c", "2.0.0")]
+    assert answering_pods(_endpoints(ready=["b"], unready=["c"]), pods, new) == 1
+    assert answering_pods(_endpoints(ready=["gone"]), pods, new) == 0
+    no_ref = {"subsets": [{"addresses": [{"ip": "10.244.0.9"}]}]}
+    assert answering_pods(no_ref, pods, new) == 0
+    # No Endpoints yet, or none listing a pod: nothing serves.
+    assert serving_deployment(None, pods, [new]) is None
+    assert serving_deployment({"metadata": {"name": "crime"}}, pods, [new]) is None

@@ -59,9 +59,10 @@ watches. No Secrets: model pods reference the credentials Secret by name only.
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
   verbs: [get, list, watch, create, update, patch, delete]
-# Read-only: the failing container's reason for the Stalled condition.
+# Read-only: the failing container's reason for the Stalled condition; the
+# Service's Endpoints, which tell when traffic reaches the new version's pods.
 - apiGroups: [""]
-  resources: [pods]
+  resources: [pods, endpoints]
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [events]
