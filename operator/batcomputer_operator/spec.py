@@ -61,10 +61,17 @@ def parse_spec(raw: Mapping[str, Any]) -> BatModelSpec:
     )
 
 
-def _parse_sha256(pins: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+def _parse_sha256(pins: Any) -> tuple[tuple[str, str], ...]:
+    """Pins fail closed: a key that names no bundle file (a typo such as modle.pkl) would
+    otherwise leave the file it meant unpinned, so it refuses the whole spec."""
+    if not isinstance(pins, Mapping):
+        raise SpecError(f"spec.source.sha256: {pins!r} is not a map of file name to digest")
     unknown = sorted(set(pins) - set(SHA256_FILES))
     if unknown:
-        raise SpecError(f"spec.source.sha256: unknown file {unknown[0]!r}, allowed {SHA256_FILES}")
+        raise SpecError(
+            f"spec.source.sha256: unknown file {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(SHA256_FILES)}"
+        )
     for file, digest in pins.items():
         if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX:
             raise SpecError(f"spec.source.sha256.{file}: not 64 lowercase hex characters")

@@ -65,6 +65,11 @@ BAD = [
     ("digest too short", _sha({"lookup.pkl": HEX[:63]}), "spec.source.sha256.lookup.pkl"),
     ("digest not hex", _sha({"flags.pkl": "z" * 64}), "spec.source.sha256.flags.pkl"),
     ("digests as a string", _sha(HEX), "spec.source.sha256"),
+    (
+        "a fourth digest key",
+        _sha({"model.pkl": HEX, "lookup.pkl": HEX, "flags.pkl": HEX, "modle.pkl": HEX}),
+        "spec.source.sha256",
+    ),
     ("secret name with capitals", _with("spec.source.credentialsSecret", "Blob"), "spec.source"),
     ("negative replicas", _with("spec.replicas", -1), "spec.replicas"),
     ("too many replicas", _with("spec.replicas", 101), "spec.replicas"),
@@ -155,14 +160,20 @@ def test_replicas_default_to_one(kube_cluster, namespace):
 
 def test_unknown_fields_are_pruned(kube_cluster, namespace):
     manifest = _with("spec.colour", "blue")
-    manifest["spec"]["source"]["sha256"] = {"model.pkl": HEX, "weights.bin": HEX}
     manifest["status"] = {"servingVersion": "9.9.9"}
     result = _dry_run(kube_cluster, namespace, manifest)
     assert result.returncode == 0, result.stderr
     stored = json.loads(result.stdout)
     assert "colour" not in stored["spec"]
-    assert stored["spec"]["source"]["sha256"] == {"model.pkl": HEX}
     assert "status" not in stored  # status belongs to the operator (status subresource)
+
+
+def test_a_mistyped_digest_key_is_kept_for_the_operator_to_refuse(kube_cluster, namespace):
+    # 1.20 cannot reject a map key at admission; pruning it would silently unpin model.pkl.
+    pins = {"modle.pkl": HEX, "lookup.pkl": HEX}
+    result = _dry_run(kube_cluster, namespace, _sha(pins))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["spec"]["source"]["sha256"] == pins
 
 
 def test_kubectl_explain_documents_the_rules(kube_cluster, namespace):

@@ -317,6 +317,38 @@ def test_a_bad_version_stalls_while_the_old_one_serves_and_revert_recovers(
     assert condition(model, "Stalled")["status"] == "False"
     assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
 
+    # A mistyped pin key reaches the operator (the schema keeps it), which refuses the
+    # spec rather than fetch model.pkl unpinned, and touches no Deployment for it.
+    before = wait_for(
+        lambda: _deployment_states(kube_cluster, name, namespace),
+        lambda states: list(states) == [f"{name}-v1-0-0"],
+        "only the 1.0.0 Deployment to remain",
+        timeout=60,
+    )
+    pins = releases["1.0.1"]["source"]["sha256"]
+    typo = {**releases["1.0.1"]}
+    typo["source"] = {
+        **typo["source"],
+        "sha256": {"model.pkl": None, "modle.pkl": pins["model.pkl"]},
+    }
+    stored = patch_spec(kube_cluster, name, namespace, typo)
+    assert set(stored["spec"]["source"]["sha256"]) == {"modle.pkl", "lookup.pkl", "flags.pkl"}
+    model = _wait(kube_cluster, name, namespace, "Stalled", "InvalidSpec", timeout=60)
+    assert condition(model, "Stalled")["message"] == (
+        "spec.source.sha256: unknown file 'modle.pkl'; allowed: model.pkl, lookup.pkl, flags.pkl"
+    )
+    assert condition(model, "Ready")["status"] == "False"
+    assert model["status"]["servingVersion"] == "1.0.0"
+    assert _deployment_states(kube_cluster, name, namespace) == before
+    assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
+
+
+def _deployment_states(cluster, name: str, namespace: str) -> dict[str, tuple[str, int]]:
+    return {
+        d["metadata"]["name"]: (d["metadata"]["uid"], d["metadata"]["generation"])
+        for d in children(cluster, "deployments", name, namespace)
+    }
+
 
 def test_replicas_scale_the_serving_deployment_in_place(
     kube_cluster, operator, namespace, releases

@@ -100,9 +100,13 @@ def test_uri_rule_is_http_url(uri, valid):
     assert bool(_pattern("source", "uri").match(uri)) is valid
 
 
-def test_only_known_digest_files_with_hex_values():
+def test_digest_pins_keep_unknown_keys_for_the_operator_to_refuse():
+    # Pruning a mistyped key would silently drop the pin; 1.20 cannot reject it at admission.
     sha256 = SPEC["properties"]["source"]["properties"]["sha256"]
     assert set(sha256["properties"]) == {"model.pkl", "lookup.pkl", "flags.pkl"}
+    assert sha256["x-kubernetes-preserve-unknown-fields"] is True
+    assert sha256["maxProperties"] == 3
+    assert "InvalidSpec" in sha256["description"]
     hex_rule = re.compile(sha256["properties"]["model.pkl"]["pattern"])
     assert hex_rule.match("0f" * 32)
     assert not hex_rule.match("0F" * 32)

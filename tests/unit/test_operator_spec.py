@@ -66,3 +66,26 @@ def test_full_spec_is_kept_in_file_order():
 def test_bad_spec_names_the_field(raw, field):
     with pytest.raises(SpecError, match=f"^{field}"):
         parse_spec(raw)
+
+
+@pytest.mark.parametrize(
+    ("pins", "named"),
+    [
+        ({"modle.pkl": HEX}, "'modle.pkl'"),
+        ({"model.pkl": HEX, "lookup.pkl": HEX, "flag.pkl": HEX}, "'flag.pkl'"),
+        ({"Model.pkl": HEX, "weights.bin": "not even hex"}, "'Model.pkl', 'weights.bin'"),
+    ],
+)
+def test_a_mistyped_pin_refuses_the_spec_naming_the_key_and_the_allowed_ones(pins, named):
+    # Dropping the unknown key would leave the file it meant unpinned: fail closed.
+    raw = {"version": "1.4.2", "source": {"uri": URI, "sha256": pins}}
+    with pytest.raises(SpecError) as refused:
+        parse_spec(raw)
+    assert str(refused.value) == (
+        f"spec.source.sha256: unknown file {named}; allowed: model.pkl, lookup.pkl, flags.pkl"
+    )
+
+
+def test_pins_must_be_a_map():
+    with pytest.raises(SpecError, match=r"^spec\.source\.sha256: 'ab' is not a map"):
+        parse_spec({"version": "1.4.2", "source": {"uri": URI, "sha256": "ab"}})
