@@ -13,6 +13,7 @@ def test_defaults_follow_the_design(monkeypatch):
     assert settings["workers"] == 2
     assert settings["worker_class"] == "gthread"  # keep-alive for clients that reuse connections
     assert settings["preload_app"] is False  # each worker loads the bundle after the fork
+    assert settings["reuse_port"] is True  # a socket per worker: connections spread over both
     assert settings["control_socket_disable"] is True  # it would write under $HOME
     assert (options.max_body_bytes, options.max_batch_rows) == (2 * 1024 * 1024, 5000)
 
