@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ MODELS_NAMESPACE = "models"
 RELEASE = "batcomputer"
 MODEL_VERSION = "1.0.0"
 CONTAINER = "models"
+CREDENTIALS_SECRET = "blob-reader"
 
 # One example row per model: the same shape a caller sends to /api/predict.
 EXAMPLE_INPUTS = {
@@ -93,6 +95,19 @@ def _kubectl_binary() -> str:
     return str(built[-1]) if built else (shutil.which("kubectl") or str(helm_tool.kubectl_binary()))
 
 
+def _apply_generated(settings: DemoSettings, *create_args: str) -> None:
+    """`kubectl create ...` as an idempotent apply, so a second demo run changes nothing."""
+    document = _kubectl(settings, *create_args, "--dry-run=client", "-o", "yaml", capture=True)
+    path = settings.work_dir / "generated.yaml"
+    # The Secret's connection string passes through this file: keep it private.
+    path.touch(mode=0o600)
+    path.write_text(document)
+    try:
+        _kubectl(settings, "apply", "-f", str(path))
+    finally:
+        path.unlink()
+
+
 def _train_and_publish(settings: DemoSettings, model: str, connection_string: str) -> str:
     bundles = settings.work_dir / "bundles"
     bundle_dir = bundles / model / MODEL_VERSION
@@ -102,7 +117,11 @@ def _train_and_publish(settings: DemoSettings, model: str, connection_string: st
             settings,
         )
     manifest = _run(
-        [_bin("batcomputer-publish"), str(bundle_dir), "--to", settings.container_uri, "--force"],
+        [
+            _bin("batcomputer-publish"),
+            *(str(bundle_dir), "--to", settings.container_uri, "--force"),
+            *("--credentials-secret", CREDENTIALS_SECRET),
+        ],
         settings,
         capture=True,
         env_extra={"AZURE_STORAGE_CONNECTION_STRING": connection_string},
@@ -124,6 +143,9 @@ def _install_operator(settings: DemoSettings) -> None:
             "--namespace",
             OPERATOR_NAMESPACE,
             "--create-namespace",
+            # Only the demo's namespace: the test suite runs operators of its own in others.
+            "--set",
+            f"watchNamespaces={{{MODELS_NAMESPACE}}}",
             "--wait",
             "--timeout",
             "5m",
@@ -135,6 +157,41 @@ def _install_operator(settings: DemoSettings) -> None:
             "HELM_DATA_HOME": str(settings.work_dir / "helm" / "data"),
         },
     )
+
+
+def _condition(batmodel: dict, kind: str) -> dict:
+    conditions = (batmodel.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), {})
+
+
+def _wait_ready(settings: DemoSettings, model: str, timeout: float = 300) -> None:
+    """Wait for Ready, but stop at once with the operator's reason when the model is Stalled."""
+    deadline = time.monotonic() + timeout
+    last_reason = None
+    while True:
+        batmodel = json.loads(
+            _kubectl(
+                settings, "get", "bm", model, "-n", MODELS_NAMESPACE, "-o", "json", capture=True
+            )
+        )
+        current = (batmodel.get("status") or {}).get("observedGeneration") == batmodel["metadata"][
+            "generation"
+        ]
+        ready, stalled = _condition(batmodel, "Ready"), _condition(batmodel, "Stalled")
+        if current and ready.get("status") == "True":
+            print(f"{model}: Ready ({ready.get('message', '')})", flush=True)
+            return
+        if current and stalled.get("status") == "True":
+            raise DemoError(
+                f"{model} is Stalled: {stalled.get('reason')}: {stalled.get('message')} "
+                f"(see kubectl describe bm {model} -n {MODELS_NAMESPACE})"
+            )
+        if time.monotonic() > deadline:
+            raise DemoError(f"{model} not Ready after {timeout:.0f} s: {ready.get('message')}")
+        if ready.get("reason") != last_reason:
+            last_reason = ready.get("reason")
+            print(f"{model}: {last_reason or 'waiting for the operator'}", flush=True)
+        time.sleep(2)
 
 
 def _predict(settings: DemoSettings, model: str) -> dict:
@@ -154,8 +211,18 @@ def _predict(settings: DemoSettings, model: str) -> dict:
         data=json.dumps(EXAMPLE_INPUTS[model]).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return {"url": f"http://{cluster_ip}", "result": json.load(response)}
+    url = f"http://{cluster_ip}"
+    # kube-proxy follows a new Service's endpoints within about a second of Ready.
+    attempts = 10
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return {"url": url, "result": json.load(response)}
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, ConnectionRefusedError) or attempt == attempts:
+                raise DemoError(f"POST {url}/api/predict failed: {error.reason}") from None
+            time.sleep(1)
+    return {}
 
 
 def run_demo(settings: DemoSettings) -> None:
@@ -175,33 +242,19 @@ def run_demo(settings: DemoSettings) -> None:
     _step("Installing the operator with Helm")
     _install_operator(settings)
 
-    _step(f"Applying the BatModels in namespace {MODELS_NAMESPACE}")
-    namespace_yaml = _kubectl(
+    _step(f"Applying the blob credentials Secret and the BatModels in namespace {MODELS_NAMESPACE}")
+    _apply_generated(settings, "create", "namespace", MODELS_NAMESPACE)
+    _apply_generated(
         settings,
-        "create",
-        "namespace",
-        MODELS_NAMESPACE,
-        "--dry-run=client",
-        "-o",
-        "yaml",
-        capture=True,
+        *("create", "secret", "generic", CREDENTIALS_SECRET, "-n", MODELS_NAMESPACE),
+        f"--from-literal=connectionString={connection_string}",
     )
-    (settings.work_dir / "namespace.yaml").write_text(namespace_yaml)
-    _kubectl(settings, "apply", "-f", str(settings.work_dir / "namespace.yaml"))
     for manifest in manifests:
         _kubectl(settings, "apply", "-n", MODELS_NAMESPACE, "-f", manifest)
 
     _step("Waiting for both models to be Ready")
-    _kubectl(
-        settings,
-        "wait",
-        "--for=condition=Ready",
-        "bm/titanic",
-        "bm/crime",
-        "-n",
-        MODELS_NAMESPACE,
-        "--timeout=300s",
-    )
+    for model in ("titanic", "crime"):
+        _wait_ready(settings, model)
     _kubectl(settings, "get", "bm", "-n", MODELS_NAMESPACE)
 
     for model in ("titanic", "crime"):

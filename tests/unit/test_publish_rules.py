@@ -79,3 +79,13 @@ def test_batmodel_manifest_pins_the_three_pickles():
             },
         },
     }
+
+
+def test_batmodel_manifest_names_the_credentials_secret_when_given():
+    files = {name: {"sha256": name[0] * 64} for name in ("model.pkl", "lookup.pkl", "flags.pkl")}
+    manifest = {"name": "crime", "version": "2.0.0", "files": files}
+    document = yaml.safe_load(
+        render_yaml(batmodel_manifest(manifest, "http://h:1/acct/m/crime/2.0.0", None, "reader"))
+    )
+    assert document["metadata"] == {"name": "crime"}
+    assert document["spec"]["source"]["credentialsSecret"] == "reader"

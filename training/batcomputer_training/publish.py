@@ -70,22 +70,26 @@ def check_schema_rule(
 
 
 def batmodel_manifest(
-    manifest: Mapping[str, Any], source_uri: str, namespace: str | None = None
+    manifest: Mapping[str, Any],
+    source_uri: str,
+    namespace: str | None = None,
+    credentials_secret: str | None = None,
 ) -> dict[str, Any]:
     """A BatModel serving this bundle, pinning the digests of its pickles."""
     metadata: dict[str, Any] = {"name": manifest["name"]}
     if namespace:
         metadata["namespace"] = namespace
+    source: dict[str, Any] = {"uri": source_uri}
+    if credentials_secret:
+        source["credentialsSecret"] = credentials_secret
+    source["sha256"] = {name: manifest["files"][name]["sha256"] for name in bundle.PICKLE_FILES}
     return {
         "apiVersion": API_VERSION,
         "kind": "BatModel",
         "metadata": metadata,
         "spec": {
             "version": str(manifest["version"]),
-            "source": {
-                "uri": source_uri,
-                "sha256": {name: manifest["files"][name]["sha256"] for name in bundle.PICKLE_FILES},
-            },
+            "source": source,
         },
     }
 

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the same folder as the cluster reaches it (default: --to without its SAS)",
     )
     parser.add_argument("--namespace", help="metadata.namespace of the printed BatModel")
+    parser.add_argument(
+        "--credentials-secret",
+        metavar="NAME",
+        help="Secret (keys connectionString or sasToken) the model pods read the blobs with",
+    )
     return parser
 
 
@@ -73,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     source = manifest_base.child(manifest["name"], str(manifest["version"])).display()
     action = "replaced" if published.replaced else "published"
     print(f"{action} {published.folder.display()}", file=sys.stderr)
-    print(render_yaml(batmodel_manifest(manifest, source, arguments.namespace)), end="")
+    batmodel = batmodel_manifest(
+        manifest, source, arguments.namespace, arguments.credentials_secret
+    )
+    print(render_yaml(batmodel), end="")
     return 0
 
 
