@@ -22,9 +22,6 @@ from batcomputer_dev import azurite, cluster_config, helm_tool
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "batcomputer-operator"
-OPERATOR_NAMESPACE = "batcomputer-system"
-MODELS_NAMESPACE = "models"
-RELEASE = "batcomputer"
 MODEL_VERSION = "1.0.0"
 CONTAINER = "models"
 CREDENTIALS_SECRET = "blob-reader"
@@ -54,6 +51,10 @@ class DemoSettings:
     kubeconfig: Path
     blob_host: str
     blob_port: int
+    models_namespace: str = "models"
+    operator_namespace: str = "batcomputer-system"
+    release: str = "batcomputer"
+    helm_values: tuple[str, ...] = ()
 
     @property
     def container_uri(self) -> str:
@@ -138,14 +139,15 @@ def _install_operator(settings: DemoSettings) -> None:
             helm,
             "upgrade",
             "--install",
-            RELEASE,
+            settings.release,
             str(CHART),
             "--namespace",
-            OPERATOR_NAMESPACE,
+            settings.operator_namespace,
             "--create-namespace",
             # Only the demo's namespace: the test suite runs operators of its own in others.
             "--set",
-            f"watchNamespaces={{{MODELS_NAMESPACE}}}",
+            f"watchNamespaces={{{settings.models_namespace}}}",
+            *(flag for value in settings.helm_values for flag in ("--set", value)),
             "--wait",
             "--timeout",
             "5m",
@@ -171,7 +173,15 @@ def _wait_ready(settings: DemoSettings, model: str, timeout: float = 300) -> Non
     while True:
         batmodel = json.loads(
             _kubectl(
-                settings, "get", "bm", model, "-n", MODELS_NAMESPACE, "-o", "json", capture=True
+                settings,
+                "get",
+                "bm",
+                model,
+                "-n",
+                settings.models_namespace,
+                "-o",
+                "json",
+                capture=True,
             )
         )
         current = (batmodel.get("status") or {}).get("observedGeneration") == batmodel["metadata"][
@@ -184,7 +194,7 @@ def _wait_ready(settings: DemoSettings, model: str, timeout: float = 300) -> Non
         if current and stalled.get("status") == "True":
             raise DemoError(
                 f"{model} is Stalled: {stalled.get('reason')}: {stalled.get('message')} "
-                f"(see kubectl describe bm {model} -n {MODELS_NAMESPACE})"
+                f"(see kubectl describe bm {model} -n {settings.models_namespace})"
             )
         if time.monotonic() > deadline:
             raise DemoError(f"{model} not Ready after {timeout:.0f} s: {ready.get('message')}")
@@ -201,7 +211,7 @@ def _predict(settings: DemoSettings, model: str) -> dict:
         "service",
         model,
         "-n",
-        MODELS_NAMESPACE,
+        settings.models_namespace,
         "-o",
         "jsonpath={.spec.clusterIP}",
         capture=True,
@@ -239,23 +249,26 @@ def run_demo(settings: DemoSettings) -> None:
         _step(f"Training and publishing the {model} model, version {MODEL_VERSION}")
         manifests.append(_train_and_publish(settings, model, connection_string))
 
+    namespace = settings.models_namespace
+    _step(f"Namespace {namespace} and the Secret its model pods read the blobs with")
+    _apply_generated(settings, "create", "namespace", namespace)
+    _apply_generated(
+        settings,
+        *("create", "secret", "generic", CREDENTIALS_SECRET, "-n", namespace),
+        f"--from-literal=connectionString={connection_string}",
+    )
+
     _step("Installing the operator with Helm")
     _install_operator(settings)
 
-    _step(f"Applying the blob credentials Secret and the BatModels in namespace {MODELS_NAMESPACE}")
-    _apply_generated(settings, "create", "namespace", MODELS_NAMESPACE)
-    _apply_generated(
-        settings,
-        *("create", "secret", "generic", CREDENTIALS_SECRET, "-n", MODELS_NAMESPACE),
-        f"--from-literal=connectionString={connection_string}",
-    )
+    _step(f"Applying the BatModels in namespace {namespace}")
     for manifest in manifests:
-        _kubectl(settings, "apply", "-n", MODELS_NAMESPACE, "-f", manifest)
+        _kubectl(settings, "apply", "-n", namespace, "-f", manifest)
 
     _step("Waiting for both models to be Ready")
     for model in ("titanic", "crime"):
         _wait_ready(settings, model)
-    _kubectl(settings, "get", "bm", "-n", MODELS_NAMESPACE)
+    _kubectl(settings, "get", "bm", "-n", namespace)
 
     for model in ("titanic", "crime"):
         _step(f"A real prediction from {model}, through its Service")
@@ -267,6 +280,6 @@ def run_demo(settings: DemoSettings) -> None:
 
     print(
         f"\nDone in {time.monotonic() - started:.0f} s. "
-        f"Try: export KUBECONFIG={settings.kubeconfig}; kubectl get bm -n {MODELS_NAMESPACE}; "
-        f"kubectl describe bm titanic -n {MODELS_NAMESPACE}"
+        f"Try: export KUBECONFIG={settings.kubeconfig}; kubectl get bm -n {namespace}; "
+        f"kubectl describe bm titanic -n {namespace}"
     )

@@ -34,12 +34,30 @@ def main(argv: list[str] | None = None) -> int:
         help="address where both this machine and the pods reach Azurite (default: %(default)s)",
     )
     parser.add_argument("--blob-port", type=int, default=cluster_config.AZURITE_PORT)
+    parser.add_argument("--namespace", default="models", help="for the BatModels [%(default)s]")
+    parser.add_argument(
+        "--operator-namespace",
+        default="batcomputer-system",
+        help="for the Helm release of the operator [%(default)s]",
+    )
+    parser.add_argument("--release", default="batcomputer", help="Helm release name [%(default)s]")
+    parser.add_argument(
+        "--helm-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra chart value, e.g. image.repository=REGISTRY/batcomputer-operator (repeatable)",
+    )
     args = parser.parse_args(argv)
     settings = DemoSettings(
         work_dir=args.work_dir,
         kubeconfig=args.kubeconfig,
         blob_host=args.blob_host,
         blob_port=args.blob_port,
+        models_namespace=args.namespace,
+        operator_namespace=args.operator_namespace,
+        release=args.release,
+        helm_values=tuple(args.helm_set),
     )
     try:
         run_demo(settings)
