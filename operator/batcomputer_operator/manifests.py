@@ -4,6 +4,8 @@ Every manifest is complete (the operator server-side applies it whole), so a
 field left out here is a field the operator does not own.
 """
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from typing import Any
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.naming import (
     SERVING_ANNOTATION,
+    TEMPLATE_HASH_ANNOTATION,
     VERSION_ANNOTATION,
     child_labels,
     deployment_name,
@@ -163,31 +166,59 @@ def deployment(owner: Owner, spec: BatModelSpec, config: OperatorConfig) -> dict
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
             "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": child_labels(owner.name, spec.version),
-                    "annotations": version_annotation,
-                },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS,
-                        "runAsGroup": RUN_AS,
-                        "fsGroup": RUN_AS,
-                        "seccompProfile": {"type": "RuntimeDefault"},
+            "template": _stamped(
+                {
+                    "metadata": {
+                        "labels": child_labels(owner.name, spec.version),
+                        "annotations": version_annotation,
                     },
-                    "initContainers": [_fetch_container(spec, image)],
-                    "containers": [_server_container(spec, image)],
-                    "volumes": [
-                        {"name": "bundle", "emptyDir": {}},
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
-                },
-            },
+                    "spec": _pod_spec(spec, image),
+                }
+            ),
         },
     }
+
+
+def _pod_spec(spec: BatModelSpec, image: str) -> dict:
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [_fetch_container(spec, image)],
+        "containers": [_server_container(spec, image)],
+        "volumes": [
+            {"name": "bundle", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+
+
+def _stamped(template: dict) -> dict:
+    """The pod template with its own digest as an annotation, which every pod made from it
+    carries: the status rules tell the current template's pods from those being replaced
+    by it (Kubernetes' pod-template-hash cannot be computed from a manifest)."""
+    canonical = json.dumps(_comparable(template), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    annotations = {**template["metadata"]["annotations"], TEMPLATE_HASH_ANNOTATION: digest}
+    return {**template, "metadata": {**template["metadata"], "annotations": annotations}}
+
+
+def _comparable(value: Any, path: str = "") -> Any:
+    """`value` with quantities by value, as `differs` compares them (0.5 is 500m)."""
+    if isinstance(value, Mapping):
+        return {key: _comparable(item, f"{path}.{key}") for key, item in value.items()}
+    if isinstance(value, list):
+        return [_comparable(item, path) for item in value]
+    if ".resources." in path:
+        quantity = _quantity(value)
+        return str(quantity.normalize()) if isinstance(quantity, Decimal) else value
+    return value
 
 
 def service(owner: Owner, serving_version: str) -> dict:

@@ -14,6 +14,8 @@ MODEL_LABEL = "batcomputer.io/model"
 VERSION_LABEL = "batcomputer.io/version"
 VERSION_ANNOTATION = "batcomputer.io/version"
 SERVING_ANNOTATION = "batcomputer.io/serving-version"
+# On the pod template (so on every pod made from it): our own digest of that template.
+TEMPLATE_HASH_ANNOTATION = "batcomputer.io/template-hash"
 
 _PLAIN_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")

@@ -161,6 +161,39 @@ def test_image_and_resources_come_from_spec_then_config():
     assert fetch["image"] == server["image"] == "registry.local/server:3"
 
 
+def _template_hash(spec, config=CONFIG):
+    annotations = deployment(OWNER, spec, config)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["batcomputer.io/version"] == "1.4.2"
+    return annotations["batcomputer.io/template-hash"]
+
+
+def test_pods_carry_a_digest_of_their_template():
+    digest = _template_hash(_spec())
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    assert _template_hash(_spec()) == digest
+    # replicas is not part of the pods: scaling keeps every pod current
+    assert _template_hash(_spec(replicas=3)) == digest
+    # equal quantities spelled differently are the same pods
+    spelled = {"limits": {"cpu": "0.5", "memory": "1Gi"}}
+    respelled = {"limits": {"cpu": "500m", "memory": "1024Mi"}}
+    assert _template_hash(_spec(resources=spelled)) == _template_hash(_spec(resources=respelled))
+
+
+@pytest.mark.parametrize(
+    ("spec", "config"),
+    [
+        (_spec(source={"uri": URI, "credentialsSecret": "blob-reader"}), CONFIG),
+        (_spec(source={"uri": URI, "sha256": {"model.pkl": HEX}}), CONFIG),
+        (_spec(serverImage="registry.local/server:3"), CONFIG),
+        (_spec(), OperatorConfig(server_image="registry.local/server:2")),
+        (_spec(resources={"requests": {"cpu": "100m"}}), CONFIG),
+        (_spec(ingress={"path": "/models/crime"}), CONFIG),  # the server's env
+    ],
+)
+def test_any_change_to_the_pods_changes_the_digest(spec, config):
+    assert _template_hash(spec, config) != _template_hash(_spec())
+
+
 def test_service_routes_to_one_version_only():
     manifest = service(OWNER, "2.0.0+build.1")
     assert manifest["metadata"]["name"] == "crime"
@@ -221,6 +254,13 @@ def _live(manifest):
 def test_server_defaults_are_not_drift():
     manifest = deployment(OWNER, _spec(), CONFIG)
     assert not differs(manifest, _live(manifest))
+
+
+def test_a_deployment_from_before_the_template_digest_is_drift():
+    manifest = deployment(OWNER, _spec(), CONFIG)
+    live = _live(manifest)
+    live["spec"]["template"]["metadata"]["annotations"].pop("batcomputer.io/template-hash")
+    assert differs(manifest, live)
 
 
 @pytest.mark.parametrize(
