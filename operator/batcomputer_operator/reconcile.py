@@ -154,13 +154,9 @@ class _Pass:
             refused = status.Failure(error.lasting_reason, f"the API server refused: {error}")
             return self.finish(self._observed(spec, refused, serving=serving), live_status, now)
 
-        failure = None
-        if not status.rollout_complete(desired):
-            mine = status.pods_of(desired, pods)
-            failure = status.pod_failure(mine) or status.deployment_failure(desired, mine)
         seen = self._observed(
             spec,
-            failure,
+            status.rollout_failure(desired, pods),
             serving=serving,
             desired=desired,
             selected=target is desired,

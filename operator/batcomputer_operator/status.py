@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batcomputer_operator.naming import TEMPLATE_HASH_ANNOTATION
+
 # batcomputer-fetch exit codes (docs/design.md, "The fetcher").
 _FETCH_REASONS = {
     3: "BlobNotFound",
@@ -107,6 +109,24 @@ def pods_of(
     ]
 
 
+def current_pods(
+    deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """`deployment`'s pods made from its current pod template (they carry its digest).
+
+    Pods of an earlier template are being replaced: whatever failed in them is history
+    and says nothing about the current one.
+    """
+    wanted = _template_hash(_get(deployment, "spec", "template"))
+    if wanted is None:
+        return []
+    return [pod for pod in pods_of(deployment, pods) if _template_hash(pod) == wanted]
+
+
+def _template_hash(obj: Mapping[str, Any] | None) -> str | None:
+    return (_get(obj, "metadata", "annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
+
+
 def answering_pods(
     endpoints: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
@@ -195,7 +215,14 @@ def _unready_server(pods: Sequence[Mapping[str, Any]]) -> str | None:
 def deployment_failure(
     deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]] = ()
 ) -> Failure | None:
-    """A failure the Deployment controller reports, with what the pods show of it."""
+    """A failure the Deployment controller reports, with what the pods show of it.
+
+    Until the controller has seen the Deployment's latest generation, its conditions
+    are about the previous pod template.
+    """
+    observed = _get(deployment, "status", "observedGeneration") or 0
+    if observed < (_get(deployment, "metadata", "generation") or 0):
+        return None
     for condition in _get(deployment, "status", "conditions") or []:
         kind, status = condition.get("type"), condition.get("status")
         if kind == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
@@ -210,6 +237,17 @@ def deployment_failure(
         if kind == "ReplicaFailure" and status == "True":
             return Failure("ReplicaFailure", condition.get("message") or "pods cannot be created")
     return None
+
+
+def rollout_failure(
+    deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
+) -> Failure | None:
+    """Why the desired version's rollout cannot finish, judged by its current template's
+    pods alone (of `pods`, the model's pods) and its Deployment controller."""
+    if rollout_complete(deployment):
+        return None
+    current = current_pods(deployment, pods)
+    return pod_failure(current) or deployment_failure(deployment, current)
 
 
 @dataclass(frozen=True)

@@ -343,6 +343,44 @@ def test_a_bad_version_stalls_while_the_old_one_serves_and_revert_recovers(
     assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
 
 
+def test_fixing_a_stalled_version_in_place_never_blames_the_new_pods_for_the_old_ones(
+    kube_cluster, operator, namespace, releases
+):
+    # Same version, new pod template: the Deployment keeps its name and the crash-looping
+    # pod of the old template lingers while the new one starts. Status for the new
+    # generation must not call it Stalled on the old pod's word (kstatus tools stop there).
+    name = "creds"
+    anonymous = {**releases["1.0.0"]}
+    anonymous["source"] = {
+        key: value for key, value in anonymous["source"].items() if key != "credentialsSecret"
+    }
+    _create(kube_cluster, namespace, name, anonymous)
+    model = _wait(kube_cluster, name, namespace, "Stalled", "AuthenticationFailed", timeout=120)
+    assert "no credentials given" in condition(model, "Stalled")["message"]
+
+    fixed = patch_spec(kube_cluster, name, namespace, {"source": {"credentialsSecret": SECRET}})
+    generation = fixed["metadata"]["generation"]
+    seen = []
+    started = time.monotonic()
+    while not settled(model, "Ready"):
+        assert time.monotonic() - started < 180, f"never Ready; statuses seen: {seen}"
+        time.sleep(0.15)
+        model = _model(kube_cluster, name, namespace)
+        if model["status"].get("observedGeneration") != generation:
+            continue
+        stalled = condition(model, "Stalled")
+        assert stalled["status"] != "True", f"Stalled for the fixed spec: {stalled['message']}"
+        seen.append(condition(model, "Reconciling")["reason"])
+    print(f"fix to Ready: {time.monotonic() - started:.1f} s, statuses seen: {seen}")
+    assert "RollingOut" in seen  # the rollout was watched, not only its end
+    _ready_and_routed(kube_cluster, name, namespace, "1.0.0")
+    assert [
+        d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
+    ] == [f"{name}-v1-0-0"]
+    probabilities = call_service(kube_cluster, name, namespace, "/api/predict", body=PASSENGER)
+    assert probabilities and abs(sum(probabilities.values()) - 1) < 1e-6
+
+
 def _deployment_states(cluster, name: str, namespace: str) -> dict[str, tuple[str, int]]:
     return {
         d["metadata"]["name"]: (d["metadata"]["uid"], d["metadata"]["generation"])

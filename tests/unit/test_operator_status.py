@@ -7,9 +7,11 @@ from batcomputer_operator.status import (
     Observed,
     answering_pods,
     build_status,
+    current_pods,
     deployment_failure,
     pod_failure,
     rollout_complete,
+    rollout_failure,
     route_target,
     routed_deployment,
     serving_deployment,
@@ -202,6 +204,85 @@ def test_replica_failure_is_a_failure():
     assert deployment_failure(deployment) == Failure(
         "ReplicaFailure", 'pods "x" is forbidden: quota'
     )
+
+
+def test_conditions_of_a_generation_the_controller_has_not_seen_are_not_a_failure():
+    # The template just changed: the deadline passed for the previous one, not this one.
+    stale = _past_deadline()
+    stale["metadata"]["generation"] = 4
+    assert deployment_failure(stale) is None
+
+
+TEMPLATE_HASH = "batcomputer.io/template-hash"
+SELECTOR = {"batcomputer.io/model": "crime", "batcomputer.io/version": "1.4.2"}
+
+
+def _rolling_out(template_hash):
+    deployment = _deployment(ready=0, updated=1, available=0)
+    deployment["spec"]["selector"] = {"matchLabels": SELECTOR}
+    deployment["spec"]["template"] = {"metadata": {"annotations": {TEMPLATE_HASH: template_hash}}}
+    return deployment
+
+
+def _of_template(pod, template_hash):
+    pod["metadata"].update(labels=dict(SELECTOR), annotations={TEMPLATE_HASH: template_hash})
+    return pod
+
+
+def _auth_failing(name):
+    return _pod(
+        name,
+        init={
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {"terminated": _terminated(4, "authentication failed: no credentials")},
+        },
+    )
+
+
+def test_a_replaced_templates_failing_pod_does_not_stall_the_new_template():
+    # Credentials added to a crash-looping version: same Deployment, new pod template;
+    # the old pod still crash-loops (or terminates) while the new one starts.
+    deployment = _rolling_out("new0000000000000")
+    old = _of_template(_auth_failing("crime-v1-4-2-old-a"), "old0000000000000")
+    starting = _of_template(
+        _pod("crime-v1-4-2-new-b", init={"state": {"running": {}}}), "new0000000000000"
+    )
+    legacy = _auth_failing("crime-v1-4-2-legacy-c")  # made before pods carried a digest
+    legacy["metadata"]["labels"] = dict(SELECTOR)
+    pods = [old, starting, legacy]
+    assert current_pods(deployment, pods) == [starting]
+    assert rollout_failure(deployment, pods) is None
+    seen = _seen(ready_replicas=0, complete=False, serving_version=None)
+    assert _conditions(build_status(seen, [], T0)) == {
+        "Ready": ("False", "RollingOut"),
+        "Reconciling": ("True", "RollingOut"),
+        "Stalled": ("False", "RollingOut"),
+    }
+
+
+def test_a_current_templates_failing_pod_stalls_with_its_message():
+    deployment = _rolling_out("new0000000000000")
+    old = _of_template(_pod("a-old", init={"state": {"running": {}}}), "old0000000000000")
+    failing = _of_template(_auth_failing("b-new"), "new0000000000000")
+    failure = rollout_failure(deployment, [old, failing])
+    assert failure == Failure(
+        "AuthenticationFailed",
+        "fetch container of pod b-new exited 4: authentication failed: no credentials",
+    )
+    seen = _seen(ready_replicas=0, complete=False, serving_version=None, failure=failure)
+    status = build_status(seen, [], T0)
+    assert _conditions(status)["Stalled"] == ("True", "AuthenticationFailed")
+    assert status["conditions"][2]["message"] == failure.message
+
+
+def test_the_deadline_message_points_only_at_a_current_pod():
+    deployment = _rolling_out("new0000000000000")
+    deployment["status"]["conditions"] = _past_deadline()["status"]["conditions"]
+    unready_old = _of_template(
+        _pod("a-old", server={"ready": False, "state": {"running": {}}}), "old0000000000000"
+    )
+    failure = rollout_failure(deployment, [unready_old])
+    assert failure.message == 'ReplicaSet "x" has timed out progressing.'
 
 
 def _seen(**changes):
