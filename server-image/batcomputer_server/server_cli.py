@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -71,6 +72,24 @@ def _parser() -> argparse.ArgumentParser:
         "--access-log", action="store_true", help="log each request line (never bodies)"
     )
     return parser
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, or None.
+
+    Workers open their own listening sockets (``reuse_port``), so a port already in use
+    would only make them fail and be restarted forever: refuse it before starting.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        return str(error)
+    return None
 
 
 def _prepare_metrics_dir() -> str:
@@ -156,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    problem = _port_taken(options.host, options.port)
+    if problem is not None:
+        _log.error("cannot listen on %s:%s: %s", options.host, options.port, problem)
+        return 1
     # Before anything imports prometheus_client: it picks multiprocess storage at import.
     _prepare_metrics_dir()
     # onnxruntime writes a device id under $XDG_CACHE_HOME (else ~/.cache) when imported;

@@ -1,5 +1,7 @@
 """batcomputer-server's options: defaults from the design, bounds, and where it writes."""
 
+import socket
+
 import pytest
 
 from batcomputer_server import server_cli
@@ -50,3 +52,14 @@ def test_a_given_metrics_folder_is_cleared_of_an_earlier_run(monkeypatch, tmp_pa
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert server_cli._prepare_metrics_dir() == str(tmp_path)
     assert not stale.exists() and keep.exists()
+
+
+def test_a_port_in_use_is_refused_at_once(tmp_path, caplog):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        argv = ["--bundle", str(tmp_path), "--host", "127.0.0.1", "--port", str(port)]
+        assert server_cli.main(argv) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
+    assert "Address already in use" in caplog.text
