@@ -1,4 +1,8 @@
-"""pytest plugin: a real Azurite blob service for the test session (``azurite`` fixture)."""
+"""pytest plugin: real Azurite blob services for the test session.
+
+``azurite`` listens on loopback; ``pod_azurite`` listens where the cluster's pods
+reach the test host (needs the ``kube_cluster`` fixture).
+"""
 
 from __future__ import annotations
 
@@ -65,6 +69,19 @@ class AzuriteService:
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteService]:
     """A real Azurite on a free loopback port, telemetry disabled, stopped after the session."""
     process = start_azurite("127.0.0.1", free_port(), tmp_path_factory.mktemp("azurite"))
+    try:
+        yield AzuriteService(process)
+    finally:
+        stop_azurite(process)
+
+
+@pytest.fixture(scope="session")
+def pod_azurite(kube_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteService]:
+    """Azurite on the address pods reach the test host at (the local cluster's bridge)."""
+    host = kube_cluster.host_ip
+    if host is None:
+        pytest.fail("set BATCOMPUTER_HOST_IP to an address of this machine that pods can reach")
+    process = start_azurite(host, free_port(host), tmp_path_factory.mktemp("pod-azurite"))
     try:
         yield AzuriteService(process)
     finally:

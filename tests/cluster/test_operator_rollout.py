@@ -22,46 +22,23 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _operator_support import (
+from _operator_support import children, condition, install_crd, settled
+
+from batcomputer_dev.azurite import free_port
+from batcomputer_dev.kube_testing import (
+    TITANIC_PASSENGER,
     call_service,
-    children,
-    condition,
-    get,
-    install_crd,
+    find,
     kubectl_json,
     patch_spec,
-    settled,
+    publish,
     wait_for,
 )
-
-from batcomputer_dev.azurite import free_port, start_azurite, stop_azurite
 from batcomputer_dev.pytest_azurite import AzuriteService
 from batcomputer_dev.pytest_bundles import train_bundle
 
 BIN = Path(sys.executable).parent
 SECRET = "blob-reader"
-PASSENGER = {
-    "pclass": "1st",
-    "sex": "female",
-    "age": 29,
-    "sibsp": 0,
-    "parch": 0,
-    "fare": 80.0,
-    "embarked": "Southampton",
-}
-
-
-@pytest.fixture(scope="module")
-def pod_azurite(kube_cluster, tmp_path_factory) -> Iterator[AzuriteService]:
-    """Azurite on the address pods reach the test host at (the local cluster's bridge)."""
-    host = kube_cluster.host_ip
-    if host is None:
-        pytest.fail("set BATCOMPUTER_HOST_IP to an address of this machine that pods can reach")
-    process = start_azurite(host, free_port(host), tmp_path_factory.mktemp("pod-azurite"))
-    try:
-        yield AzuriteService(process)
-    finally:
-        stop_azurite(process)
 
 
 @pytest.fixture(scope="module")
@@ -71,21 +48,7 @@ def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
     retrained = train_bundle("titanic", "1.0.1", tmp_path_factory.mktemp("retrained"))
     specs = {}
     for bundle in (trained_bundles.titanic, retrained):
-        result = subprocess.run(
-            [
-                str(BIN / "batcomputer-publish"),
-                str(bundle),
-                "--to",
-                pod_azurite.folder_uri(container),
-            ],
-            env=dict(os.environ, AZURE_STORAGE_CONNECTION_STRING=pod_azurite.connection_string),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        spec = yaml.safe_load(result.stdout)["spec"]
+        spec = publish(pod_azurite, container, bundle)["spec"]
         spec["source"]["credentialsSecret"] = SECRET
         specs[str(spec["version"])] = spec
     return specs
@@ -168,7 +131,7 @@ def _create(cluster, namespace: str, name: str, spec: dict) -> None:
 
 
 def _model(cluster, name: str, namespace: str) -> dict | None:
-    return get(cluster, "batmodel", name, namespace)
+    return find(cluster, "batmodel", name, namespace)
 
 
 def _wait(cluster, name, namespace, kind="Ready", reason=None, *, timeout=180.0) -> dict:
@@ -186,7 +149,7 @@ def _info(cluster, name: str, namespace: str) -> dict:
 
 def _endpoint_versions(cluster, name: str, namespace: str) -> list[str]:
     """The versions of the pods the Service's Endpoints list as ready, one per address."""
-    endpoints = get(cluster, "endpoints", name, namespace) or {}
+    endpoints = find(cluster, "endpoints", name, namespace) or {}
     versions = {
         p["metadata"]["uid"]: p["metadata"]["labels"]["batcomputer.io/version"]
         for p in children(cluster, "pods", name, namespace)
@@ -242,7 +205,9 @@ def test_apply_serves_then_a_bump_switches_blue_green(kube_cluster, operator, na
     assert status["url"] == f"http://{name}.{namespace}.svc/api"
     assert condition(model, "Stalled")["status"] == "False"
     assert condition(model, "Reconciling")["status"] == "False"
-    probabilities = call_service(kube_cluster, name, namespace, "/api/predict", body=PASSENGER)
+    probabilities = call_service(
+        kube_cluster, name, namespace, "/api/predict", body=TITANIC_PASSENGER
+    )
     assert probabilities and abs(sum(probabilities.values()) - 1) < 1e-6
     assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
     columns = kube_cluster.kubectl("get", "bm", name, "-n", namespace).splitlines()
@@ -377,7 +342,9 @@ def test_fixing_a_stalled_version_in_place_never_blames_the_new_pods_for_the_old
     assert [
         d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
     ] == [f"{name}-v1-0-0"]
-    probabilities = call_service(kube_cluster, name, namespace, "/api/predict", body=PASSENGER)
+    probabilities = call_service(
+        kube_cluster, name, namespace, "/api/predict", body=TITANIC_PASSENGER
+    )
     assert probabilities and abs(sum(probabilities.values()) - 1) < 1e-6
 
 
@@ -455,7 +422,7 @@ def test_a_name_another_controller_owns_is_never_taken_over(
     _create(kube_cluster, namespace, name, releases["1.0.0"])
     model = _wait(kube_cluster, name, namespace, "Stalled", "NameConflict", timeout=60)
     assert f"Service {name}" in condition(model, "Stalled")["message"]
-    assert get(kube_cluster, "service", name, namespace)["spec"]["selector"] == {
+    assert find(kube_cluster, "service", name, namespace)["spec"]["selector"] == {
         "app": "someone-else"
     }
     assert children(kube_cluster, "deployments", name, namespace) == []
@@ -464,7 +431,7 @@ def test_a_name_another_controller_owns_is_never_taken_over(
 def _resource_versions(cluster, name: str, namespace: str) -> dict[str, str]:
     objects = [
         _model(cluster, name, namespace),
-        get(cluster, "service", name, namespace),
+        find(cluster, "service", name, namespace),
         *children(cluster, "deployments", name, namespace),
     ]
     return {
@@ -483,10 +450,10 @@ def test_hand_edits_are_repaired_and_an_idle_model_is_quiet(
     time.sleep(5)
     assert _resource_versions(kube_cluster, name, namespace) == quiet
 
-    old_uid = get(kube_cluster, "service", name, namespace)["metadata"]["uid"]
+    old_uid = find(kube_cluster, "service", name, namespace)["metadata"]["uid"]
     kube_cluster.kubectl("delete", "service", name, "-n", namespace)
     service = wait_for(
-        lambda: get(kube_cluster, "service", name, namespace),
+        lambda: find(kube_cluster, "service", name, namespace),
         lambda svc: svc is not None and svc["metadata"]["uid"] != old_uid,
         "the deleted Service to come back",
         timeout=60,
@@ -498,7 +465,7 @@ def test_hand_edits_are_repaired_and_an_idle_model_is_quiet(
         *("-p", '{"spec": {"selector": {"batcomputer.io/version": "6.6.6"}}}'),
     )
     wait_for(
-        lambda: get(kube_cluster, "service", name, namespace)["spec"]["selector"],
+        lambda: find(kube_cluster, "service", name, namespace)["spec"]["selector"],
         lambda selector: selector["batcomputer.io/version"] == "1.0.0",
         "the Service selector to be restored",
         timeout=60,
@@ -509,7 +476,7 @@ def test_hand_edits_are_repaired_and_an_idle_model_is_quiet(
         "set", "image", f"deployment/{deployment}", "-n", namespace, "server=evil:latest"
     )
     restored = wait_for(
-        lambda: get(kube_cluster, "deployment", deployment, namespace),
+        lambda: find(kube_cluster, "deployment", deployment, namespace),
         lambda d: (
             d["spec"]["replicas"] == 1
             and d["spec"]["template"]["spec"]["containers"][0]["image"] != "evil:latest"
@@ -527,7 +494,7 @@ def test_hand_edits_are_repaired_and_an_idle_model_is_quiet(
 def test_deleting_the_batmodel_removes_its_children(kube_cluster, operator, namespace, releases):
     name = "gone"
     _serve(kube_cluster, namespace, name, {**releases["1.0.0"], "ingress": {"path": "/gone"}})
-    assert get(kube_cluster, "ingress", name, namespace) is not None
+    assert find(kube_cluster, "ingress", name, namespace) is not None
     kube_cluster.kubectl("delete", "batmodel", name, "-n", namespace)
     for kind in ("deployments", "services", "ingresses", "pods"):
         wait_for(

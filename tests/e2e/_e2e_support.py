@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-T = TypeVar("T")
+from batcomputer_dev.kube_testing import call_service, kubectl_json
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "batcomputer-operator"
 CREDENTIALS_SECRET = "blob-reader"
-
-# One Titanic passenger, the shape the model's /api/predict takes.
-TITANIC_PASSENGER = {
-    "pclass": "1st",
-    "sex": "female",
-    "age": 29,
-    "sibsp": 0,
-    "parch": 0,
-    "fare": 80.0,
-    "embarked": "Southampton",
-}
-
-
-def kubectl_json(cluster, *args: str, input_text: str | None = None) -> dict:
-    return json.loads(cluster.kubectl(*args, "-o", "json", input_text=input_text))
 
 
 def get(cluster, kind: str, name: str, namespace: str) -> dict:
@@ -40,15 +23,6 @@ def create(cluster, manifest: Mapping[str, Any], namespace: str) -> dict:
     """Create and return the object as the API server stored it (before any controller acts)."""
     return kubectl_json(
         cluster, "create", "-n", namespace, "-f", "-", input_text=json.dumps(manifest)
-    )
-
-
-def patch_spec(cluster, name: str, namespace: str, spec: Mapping[str, Any]) -> dict:
-    """Merge-patch a BatModel's spec; the answer is the object right after the write."""
-    return kubectl_json(
-        cluster,
-        *("patch", "batmodel", name, "-n", namespace, "--type", "merge"),
-        *("-p", json.dumps({"spec": spec})),
     )
 
 
@@ -93,20 +67,6 @@ def current(obj: Mapping[str, Any]) -> bool:
     return (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
 
 
-def wait_for(
-    probe: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 180.0
-) -> T:
-    """Poll ``probe`` until ``done`` holds; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {value}")
-        time.sleep(0.25)
-
-
 def trimmed(obj: Mapping[str, Any]) -> dict:
     """A live BatModel without server bookkeeping: what GitOps tools look at."""
     metadata = obj["metadata"]
@@ -124,14 +84,7 @@ def trimmed(obj: Mapping[str, Any]) -> dict:
 
 def predict(cluster, name: str, namespace: str, row: Mapping[str, Any]) -> dict:
     """POST one row to the model's Service (its ClusterIP is reachable from the test host)."""
-    service = get(cluster, "service", name, namespace)
-    request = urllib.request.Request(
-        f"http://{service['spec']['clusterIP']}/api/predict",
-        data=json.dumps(row).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=15) as response:
-        return json.load(response)
+    return call_service(cluster, name, namespace, "/api/predict", body=row, timeout=15)
 
 
 def image_values(operator_image: str, server_image: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""e2e fixtures: the operator installed with Helm, Azurite reachable from pods, published models.
+"""e2e fixtures: the operator installed with Helm, models published to the pod-reachable Azurite.
 
 The operator is installed namespaced (it watches only this session's model
 namespace), so it never touches what another user of a shared cluster runs.
@@ -6,20 +6,14 @@ namespace), so it never touches what another user of a shared cluster runs.
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
-import yaml
 from _e2e_support import CHART, CREDENTIALS_SECRET, image_values
 
-from batcomputer_dev.azurite import free_port, start_azurite, stop_azurite
-from batcomputer_dev.pytest_azurite import AzuriteService
+from batcomputer_dev.kube_testing import publish
 from batcomputer_dev.pytest_bundles import train_bundle
 
 
@@ -37,49 +31,19 @@ class OperatorRelease:
 
 
 @pytest.fixture(scope="session")
-def cluster_azurite(kube_cluster, tmp_path_factory) -> Iterator[AzuriteService]:
-    """A real Azurite listening where pods reach the test host (the local cluster's bridge)."""
-    host = kube_cluster.host_ip
-    if host is None:
-        pytest.fail("set BATCOMPUTER_HOST_IP to an address of this machine that pods can reach")
-    process = start_azurite(host, free_port(host), tmp_path_factory.mktemp("cluster-azurite"))
-    try:
-        yield AzuriteService(process)
-    finally:
-        stop_azurite(process)
-
-
-def _publish(azurite: AzuriteService, container: str, bundle: Path) -> dict:
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "batcomputer-publish"),
-            str(bundle),
-            *("--to", azurite.folder_uri(container)),
-        ],
-        env=dict(os.environ, AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)
-
-
-@pytest.fixture(scope="session")
-def published_models(cluster_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
+def published_models(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
     """BatModels `batcomputer-publish` printed, by "<model>-<version>": titanic 1.0.0 and
     1.0.1 (a PATCH release, retrained) and crime 1.0.0."""
-    container = cluster_azurite.make_container("e2e-models")
+    container = pod_azurite.make_container("e2e-models")
     retrained = train_bundle("titanic", "1.0.1", tmp_path_factory.mktemp("retrained"))
     bundles = [trained_bundles.titanic, trained_bundles.crime, retrained]
-    published = [_publish(cluster_azurite, container, bundle) for bundle in bundles]
+    published = [publish(pod_azurite, container, bundle) for bundle in bundles]
     return {f"{doc['metadata']['name']}-{doc['spec']['version']}": doc for doc in published}
 
 
 @pytest.fixture(scope="session")
 def operator_release(
-    helm, kube_cluster, operator_image, server_image, cluster_azurite
+    helm, kube_cluster, operator_image, server_image, pod_azurite
 ) -> Iterator[OperatorRelease]:
     """The chart installed with `helm install --wait`, watching one fresh namespace."""
     suffix = secrets.token_hex(3)
@@ -93,7 +57,7 @@ def operator_release(
     kube_cluster.kubectl("create", "namespace", release.models_namespace)
     kube_cluster.kubectl(
         *("create", "secret", "generic", CREDENTIALS_SECRET, "-n", release.models_namespace),
-        f"--from-literal=connectionString={cluster_azurite.connection_string}",
+        f"--from-literal=connectionString={pod_azurite.connection_string}",
     )
     try:
         installed = helm(

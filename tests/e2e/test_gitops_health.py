@@ -15,20 +15,18 @@ from pathlib import Path
 import pytest
 from _e2e_support import (
     CREDENTIALS_SECRET,
-    TITANIC_PASSENGER,
     batmodel,
     create,
     current,
     get,
     is_true,
-    patch_spec,
     predict,
     release_of,
     trimmed,
-    wait_for,
 )
 
 from batcomputer_dev.gitops_health import argocd_health, kstatus
+from batcomputer_dev.kube_testing import TITANIC_PASSENGER, patch_spec, wait_for
 
 LUA = (
     Path(__file__).resolve().parents[2] / "examples/gitops/argocd/batmodel-health.lua"

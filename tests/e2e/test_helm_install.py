@@ -5,17 +5,16 @@ import secrets
 from _e2e_support import (
     CHART,
     CREDENTIALS_SECRET,
-    TITANIC_PASSENGER,
     batmodel,
     create,
     current,
     get,
     image_values,
     is_true,
-    kubectl_json,
     predict,
-    wait_for,
 )
+
+from batcomputer_dev.kube_testing import TITANIC_PASSENGER, kubectl_json, wait_for
 
 INSTANCE = "app.kubernetes.io/instance"
 
