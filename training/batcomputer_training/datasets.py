@@ -9,7 +9,6 @@ it with :mod:`zipfile`; the package is never installed. A second run is offline.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from batcomputer_server.bundle import sha256_file
 
 KNOWN_WHEEL_SHA256 = {
     # Observed on PyPI when the configs were written; a different file is refused.
@@ -49,14 +50,6 @@ class RawData:
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "batcomputer" / "data"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _normalized(name: str) -> str:
@@ -100,7 +93,7 @@ def obtain_wheel(package: str, version: str, sha256: str | None = None) -> Path:
     folder = cache_dir()
     cached = _find_cached(folder, package, version)
     if cached is not None:
-        if _sha256(cached) == expected:
+        if sha256_file(cached) == expected:
             return cached
         cached.unlink()  # a damaged or foreign file: fetch it again
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +122,7 @@ def obtain_wheel(package: str, version: str, sha256: str | None = None) -> Path:
         downloaded = _find_cached(Path(scratch), package, version)
         if downloaded is None:
             raise DatasetError(f"pip download {package}=={version} produced no wheel")
-        actual = _sha256(downloaded)
+        actual = sha256_file(downloaded)
         if actual != expected:
             raise DatasetError(
                 f"sha256 mismatch for {downloaded.name}: expected {expected}, got {actual}; "
@@ -151,7 +144,7 @@ def read_wheel_csvs(
 ) -> RawData:
     """Concatenated rows of the CSV ``members`` of the wheel ``package==version``."""
     wheel = obtain_wheel(package, version, sha256)
-    digest = _sha256(wheel)
+    digest = sha256_file(wheel)
     frames = []
     with zipfile.ZipFile(wheel) as archive:
         present = set(archive.namelist())
