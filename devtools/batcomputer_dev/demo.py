@@ -6,6 +6,7 @@ batcomputer-publish, helm, kubectl), so the demo also proves those work together
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -223,16 +224,14 @@ def _predict(settings: DemoSettings, model: str) -> dict:
     )
     url = f"http://{cluster_ip}"
     # kube-proxy follows a new Service's endpoints within about a second of Ready.
-    attempts = 10
-    for attempt in range(1, attempts + 1):
+    for attempt in itertools.count(1):
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return {"url": url, "result": json.load(response)}
         except urllib.error.URLError as error:
-            if not isinstance(error.reason, ConnectionRefusedError) or attempt == attempts:
+            if not isinstance(error.reason, ConnectionRefusedError) or attempt == 10:
                 raise DemoError(f"POST {url}/api/predict failed: {error.reason}") from None
             time.sleep(1)
-    return {}
 
 
 def run_demo(settings: DemoSettings) -> None:
