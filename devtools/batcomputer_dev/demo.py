@@ -6,6 +6,7 @@ batcomputer-publish, helm, kubectl), so the demo also proves those work together
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -91,6 +92,7 @@ def _kubectl(settings: DemoSettings, *args: str, capture: bool = False) -> str:
     return _run([_kubectl_binary(), *args], settings, capture=capture)
 
 
+@functools.cache
 def _kubectl_binary() -> str:
     local = cluster_config.cache_root()
     built = sorted(local.glob("k8s/*/bin/kubectl"))
