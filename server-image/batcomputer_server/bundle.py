@@ -226,7 +226,7 @@ def parse_manifest(text: str | bytes) -> dict[str, Any]:
     for name, entry in files.items():
         if "/" in name or name.startswith("."):
             raise BundleError(f"{MANIFEST_FILE} lists a file outside the bundle folder: {name!r}")
-        if not _is_sha256_hex(entry.get("sha256", "")):
+        if not is_sha256_hex(entry.get("sha256", "")):
             raise BundleError(f"{MANIFEST_FILE} gives no valid sha256 for {name}")
     return manifest
 
@@ -238,7 +238,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return parse_manifest(path.read_bytes())
 
 
-def _is_sha256_hex(value: object) -> bool:
+def is_sha256_hex(value: object) -> bool:
+    """A sha256 digest as this project writes it: 64 lower-case hex digits."""
     return (
         isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
     )

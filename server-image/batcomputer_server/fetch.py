@@ -9,7 +9,6 @@ then renamed into place.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ EXIT_UNREACHABLE = 6
 EXIT_INVALID_BUNDLE = 7
 
 _PARTIAL_SUFFIX = ".partial"
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 class DigestMismatchError(Exception):
@@ -59,7 +57,7 @@ def parse_pins(arguments: Iterable[str]) -> dict[str, str]:
         name, digest = name.strip(), digest.strip().lower()
         if not separator or not name:
             raise PinError(f"--sha256 must be FILE=HEX (e.g. model.pkl=<64 hex>), got {name!r}")
-        if not _HEX64.match(digest):
+        if not bundle.is_sha256_hex(digest):
             raise PinError(f"--sha256 for {name} must be 64 hex digits, got {len(digest)} chars")
         if pins.get(name, digest) != digest:
             raise PinError(f"--sha256 gives two different digests for {name}")

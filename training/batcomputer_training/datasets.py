@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from batcomputer_server.bundle import sha256_file
+from batcomputer_server.bundle import is_sha256_hex, sha256_file
 
 KNOWN_WHEEL_SHA256 = {
     # Observed on PyPI when the configs were written; a different file is refused.
@@ -79,7 +79,7 @@ def expected_sha256(package: str, version: str, configured: str | None = None) -
             f"but its known digest is {known}"
         )
     digest = (configured or known or "").lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if not is_sha256_hex(digest):
         raise DatasetError(
             f"no sha256 known for {package}=={version}: give it in the configuration's "
             '[data] section as sha256 = "<64 hex digits>"'
