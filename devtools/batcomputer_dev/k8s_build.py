@@ -7,9 +7,9 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from batcomputer_bundle.bundle import sha256_file
 from batcomputer_dev import cluster_config as cfg
 from batcomputer_dev.cluster_shell import CommandError, run, run_with_progress, say
-from batcomputer_server.bundle import sha256_file
 
 
 def reflect2_digest() -> str:

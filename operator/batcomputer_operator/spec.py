@@ -11,7 +11,9 @@ from typing import Any
 
 import semver
 
-SHA256_FILES = ("model.pkl", "lookup.pkl", "flags.pkl")
+from batcomputer_bundle.names import PICKLE_FILES
+
+SHA256_FILES = PICKLE_FILES
 MAX_REPLICAS = 100
 _HEX = frozenset("0123456789abcdef")
 

@@ -11,16 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batcomputer_bundle.names import FETCH_FAILURE_REASONS
 from batcomputer_operator.naming import TEMPLATE_HASH_ANNOTATION
 
-# batcomputer-fetch exit codes (docs/design.md, "The fetcher").
-_FETCH_REASONS = {
-    3: "BlobNotFound",
-    4: "AuthenticationFailed",
-    5: "DigestMismatch",
-    6: "StorageUnreachable",
-    7: "InvalidBundle",
-}
 _WAITING_FAILURES = frozenset(
     {
         "CrashLoopBackOff",
@@ -169,7 +162,7 @@ def _last_line(text: str | None) -> str:
 def _terminated_failure(pod: str, container: str, terminated: Mapping[str, Any], init: bool):
     code = terminated.get("exitCode", 0)
     said = _last_line(terminated.get("message")) or terminated.get("reason") or "no message"
-    reason = _FETCH_REASONS.get(code, "FetchFailed") if init else "ServerFailed"
+    reason = FETCH_FAILURE_REASONS.get(code, "FetchFailed") if init else "ServerFailed"
     return Failure(reason, f"{container} container of pod {pod} exited {code}: {said}")
 
 

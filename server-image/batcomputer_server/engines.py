@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from batcomputer_server import onnx_convert
+from batcomputer_bundle import onnx_convert
 
 TOLERANCE = onnx_convert.TOLERANCE
 SCIKIT_LEARN = "scikit-learn"

@@ -14,22 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batcomputer_server import bundle
-from batcomputer_server.blobstore import (
+from batcomputer_bundle import bundle
+from batcomputer_bundle.blobstore import (
     BlobNotFoundError,
     BlobStore,
     BlobStoreError,
     BlobUriError,
     StorageAuthError,
 )
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_AUTH = 4
-EXIT_DIGEST = 5
-EXIT_UNREACHABLE = 6
-EXIT_INVALID_BUNDLE = 7
+from batcomputer_bundle.names import (
+    EXIT_AUTH,
+    EXIT_DIGEST,
+    EXIT_INVALID_BUNDLE,
+    EXIT_NOT_FOUND,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
 
 _PARTIAL_SUFFIX = ".partial"
 

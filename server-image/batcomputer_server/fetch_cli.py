@@ -8,15 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from batcomputer_server.blobstore import (
+from batcomputer_bundle.blobstore import (
     BlobStore,
     RetryPolicySettings,
     mask_secrets,
     parse_folder_uri,
 )
+from batcomputer_bundle.names import EXIT_OK, EXIT_USAGE
 from batcomputer_server.fetch import (
-    EXIT_OK,
-    EXIT_USAGE,
     FETCH_ERRORS,
     exit_code_for,
     fetch_bundle,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from batcomputer_server.bundle import CategoricalFeature, Feature
+from batcomputer_bundle.bundle import CategoricalFeature, Feature
 
 OPENAPI_VERSION = "3.0.3"
 

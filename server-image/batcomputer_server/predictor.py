@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from batcomputer_server import bundle, engines, safe_pickle
-from batcomputer_server.bundle import BundleError, CategoricalFeature, Feature, NumericFeature
+from batcomputer_bundle import bundle, safe_pickle
+from batcomputer_bundle.bundle import BundleError, CategoricalFeature, Feature, NumericFeature
+from batcomputer_server import engines
 
 Allowed = list[str] | dict[str, float | None] | None
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
+from batcomputer_bundle import bundle
+from batcomputer_bundle.blobstore import EMULATOR_ACCOUNT_KEY
 from batcomputer_dev.azurite import connection_string, free_port, start_azurite, stop_azurite
-from batcomputer_server import bundle
-from batcomputer_server.blobstore import EMULATOR_ACCOUNT_KEY
 
 FETCH = str(Path(sys.executable).parent / "batcomputer-fetch")
 VERSION_PREFIX = "titanic/1.0.0"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from batcomputer_bundle import bundle
 from batcomputer_dev.pytest_bundles import train_bundle
-from batcomputer_server import bundle
 
 BIN = Path(sys.executable).parent
 CONFIGS = Path(__file__).parents[2] / "training" / "batcomputer_training" / "configs"

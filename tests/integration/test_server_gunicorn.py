@@ -8,7 +8,7 @@ import httpx
 import pytest
 from _server_process import running_server, wait_until_workers_loaded
 
-from batcomputer_server import bundle
+from batcomputer_bundle import bundle
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Small real bundles for the server's unit tests: fitted scikit-learn models, written
-with ``batcomputer_server.bundle`` exactly as training does, so each test can bend one
+with ``batcomputer_bundle.bundle`` exactly as training does, so each test can bend one
 thing (a tampered file, a wrong lookup, a missing ONNX file) and see the server react.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from batcomputer_server import bundle, onnx_convert
+from batcomputer_bundle import bundle, onnx_convert
 
 LOOKUP = {
     "sex": {"female": 0, "male": 1},

@@ -2,7 +2,7 @@
 
 import pytest
 
-from batcomputer_server.blobstore import (
+from batcomputer_bundle.blobstore import (
     EMULATOR_ACCOUNT_KEY,
     BlobUriError,
     RetryPolicySettings,

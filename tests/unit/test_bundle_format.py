@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from batcomputer_server import bundle
-from batcomputer_server.bundle import BundleError, CategoricalFeature, NumericFeature
+from batcomputer_bundle import bundle
+from batcomputer_bundle.bundle import BundleError, CategoricalFeature, NumericFeature
 
 FULL_LOOKUP = {
     "sex": {"female": 0, "male": 1},

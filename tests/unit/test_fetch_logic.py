@@ -2,14 +2,15 @@
 
 import pytest
 
-from batcomputer_server import bundle, fetch, fetch_cli
-from batcomputer_server.blobstore import (
+from batcomputer_bundle import bundle
+from batcomputer_bundle.blobstore import (
     BlobNotFoundError,
     BlobStoreError,
     BlobUriError,
     StorageAuthError,
     StorageUnreachableError,
 )
+from batcomputer_server import fetch, fetch_cli
 
 MODEL_DIGEST = "a" * 64
 MANIFEST = {

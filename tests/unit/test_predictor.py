@@ -9,8 +9,8 @@ import pytest
 from _server_bundles import FLAGS, LOOKUP, fitted, refresh_digests, training_data, write_bundle
 from sklearn.semi_supervised import LabelSpreading
 
-from batcomputer_server import bundle, onnx_convert
-from batcomputer_server.bundle import BundleError
+from batcomputer_bundle import bundle, onnx_convert
+from batcomputer_bundle.bundle import BundleError
 from batcomputer_server.predictor import InputError, Predictor
 
 PASSENGER = {"sex": "female", "pclass": "1st", "age": 29.0, "sibsp": 1}

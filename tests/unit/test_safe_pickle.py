@@ -18,8 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from batcomputer_server import safe_pickle
-from batcomputer_server.safe_pickle import UnsafePickleError
+from batcomputer_bundle import safe_pickle
+from batcomputer_bundle.safe_pickle import UnsafePickleError
 
 _RNG = np.random.default_rng(7)
 _X = _RNG.normal(size=(120, 4))

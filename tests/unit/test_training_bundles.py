@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
+from batcomputer_bundle import bundle, onnx_convert
 from batcomputer_dev.pytest_bundles import train_bundle
-from batcomputer_server import bundle, onnx_convert
 
 MANIFEST_KEYS = {
     "format", "name", "version", "created_at", "python_version", "sklearn_version",

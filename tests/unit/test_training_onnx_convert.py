@@ -5,8 +5,8 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from batcomputer_server import onnx_convert
-from batcomputer_server.onnx_convert import OnnxConversionError
+from batcomputer_bundle import onnx_convert
+from batcomputer_bundle.onnx_convert import OnnxConversionError
 
 
 @pytest.fixture(scope="module")

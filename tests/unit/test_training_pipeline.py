@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batcomputer_server import bundle, onnx_convert
-from batcomputer_server.bundle import CategoricalFeature, NumericFeature
+from batcomputer_bundle import bundle, onnx_convert
+from batcomputer_bundle.bundle import CategoricalFeature, NumericFeature
 from batcomputer_training import config, pipeline
 from batcomputer_training.pipeline import TrainingError
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from batcomputer_server.bundle import is_sha256_hex, sha256_file
+from batcomputer_bundle.bundle import is_sha256_hex, sha256_file
 
 KNOWN_WHEEL_SHA256 = {
     # Observed on PyPI when the configs were written; a different file is refused.

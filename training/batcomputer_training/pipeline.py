@@ -4,7 +4,7 @@ raw rows → derived columns → flags → cleaned table → held-out split → 
 schema (categorical labels → codes in label order; numeric bounds as observed;
 missing numbers imputed with the training median) → float64 matrix → fitted
 estimator → held-out metrics → ONNX export checked on every held-out row → bundle
-written with :mod:`batcomputer_server.bundle`.
+written with :mod:`batcomputer_bundle.bundle`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from sklearn import metrics as skmetrics
 from sklearn.base import ClassifierMixin
 from sklearn.model_selection import train_test_split
 
-from batcomputer_server import bundle, onnx_convert
-from batcomputer_server.bundle import CategoricalFeature, Feature, NumericFeature
+from batcomputer_bundle import bundle, onnx_convert
+from batcomputer_bundle.bundle import CategoricalFeature, Feature, NumericFeature
 from batcomputer_training import datasets
 from batcomputer_training.config import Config, FeatureSpec, Target
 

@@ -15,8 +15,8 @@ from typing import Any
 import semver
 import yaml
 
-from batcomputer_server import bundle
-from batcomputer_server.blobstore import BlobFolder, BlobNotFoundError, BlobStore
+from batcomputer_bundle import bundle
+from batcomputer_bundle.blobstore import BlobFolder, BlobNotFoundError, BlobStore
 
 API_VERSION = "batcomputer.io/v1alpha1"
 _MODEL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

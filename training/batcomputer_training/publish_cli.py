@@ -9,14 +9,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from batcomputer_server.blobstore import (
+from batcomputer_bundle.blobstore import (
     BlobStore,
     BlobStoreError,
     BlobUriError,
     mask_secrets,
     parse_folder_uri,
 )
-from batcomputer_server.bundle import BundleError
+from batcomputer_bundle.bundle import BundleError
 from batcomputer_training.publish import (
     PublishError,
     batmodel_manifest,

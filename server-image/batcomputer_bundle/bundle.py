@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-FORMAT = "batcomputer-bundle/1"
-MANIFEST_FILE = "bundle.json"
-MODEL_FILE = "model.pkl"
-LOOKUP_FILE = "lookup.pkl"
-FLAGS_FILE = "flags.pkl"
-ONNX_FILE = "model.onnx"
-PICKLE_FILES = (MODEL_FILE, LOOKUP_FILE, FLAGS_FILE)
+# Callers reading a bundle name its files through this module.
+from batcomputer_bundle.names import (  # noqa: F401
+    FLAGS_FILE,
+    FORMAT,
+    LOOKUP_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    ONNX_FILE,
+    PICKLE_FILES,
+)
 
 _REQUIRED_MANIFEST_KEYS = (
     "name",

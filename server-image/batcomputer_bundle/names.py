@@ -1,0 +1,31 @@
+"""Names shared by every part of Batcomputer: bundle file names and fetcher exit codes.
+
+Dependency-free on purpose: the operator imports it and carries no NumPy.
+"""
+
+from __future__ import annotations
+
+FORMAT = "batcomputer-bundle/1"
+MANIFEST_FILE = "bundle.json"
+MODEL_FILE = "model.pkl"
+LOOKUP_FILE = "lookup.pkl"
+FLAGS_FILE = "flags.pkl"
+ONNX_FILE = "model.onnx"
+PICKLE_FILES = (MODEL_FILE, LOOKUP_FILE, FLAGS_FILE)
+
+# batcomputer-fetch exit codes; the operator turns the non-zero ones into Stalled reasons.
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_AUTH = 4
+EXIT_DIGEST = 5
+EXIT_UNREACHABLE = 6
+EXIT_INVALID_BUNDLE = 7
+
+FETCH_FAILURE_REASONS = {
+    EXIT_NOT_FOUND: "BlobNotFound",
+    EXIT_AUTH: "AuthenticationFailed",
+    EXIT_DIGEST: "DigestMismatch",
+    EXIT_UNREACHABLE: "StorageUnreachable",
+    EXIT_INVALID_BUNDLE: "InvalidBundle",
+}
