@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from batcomputer_bundle.blobstore import EMULATOR_ACCOUNT, EMULATOR_ACCOUNT_KEY
+from batcomputer_bundle.blob_uri import EMULATOR_ACCOUNT, EMULATOR_ACCOUNT_KEY
 
 AZURITE_VERSION = "3.35.0"
 ACCOUNT = EMULATOR_ACCOUNT

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-from batcomputer_bundle.blobstore import EMULATOR_ACCOUNT, EMULATOR_ACCOUNT_KEY
+from batcomputer_bundle.blob_uri import EMULATOR_ACCOUNT, EMULATOR_ACCOUNT_KEY
 from batcomputer_dev.azurite import Azurite, free_port, start_azurite, stop_azurite
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from batcomputer_bundle import bundle
+from batcomputer_bundle.blob_uri import BlobUriError
 from batcomputer_bundle.blobstore import (
     BlobNotFoundError,
     BlobStore,
     BlobStoreError,
-    BlobUriError,
     StorageAuthError,
 )
 from batcomputer_bundle.names import (

@@ -8,12 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from batcomputer_bundle.blobstore import (
-    BlobStore,
-    RetryPolicySettings,
-    mask_secrets,
-    parse_folder_uri,
-)
+from batcomputer_bundle.blob_uri import RetryPolicySettings, mask_secrets, parse_folder_uri
+from batcomputer_bundle.blobstore import BlobStore
 from batcomputer_bundle.names import EXIT_OK, EXIT_USAGE
 from batcomputer_server.fetch import (
     FETCH_ERRORS,

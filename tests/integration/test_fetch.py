@@ -13,7 +13,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from batcomputer_bundle import bundle
-from batcomputer_bundle.blobstore import EMULATOR_ACCOUNT_KEY
+from batcomputer_bundle.blob_uri import EMULATOR_ACCOUNT_KEY
 from batcomputer_dev.azurite import connection_string, free_port, start_azurite, stop_azurite
 
 FETCH = str(Path(sys.executable).parent / "batcomputer-fetch")

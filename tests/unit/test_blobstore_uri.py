@@ -1,8 +1,8 @@
-"""Blob folder URIs and credentials from the environment: parsed without any network."""
+"""blob_uri: folder URIs, credentials from the environment, the retry schedule; no network."""
 
 import pytest
 
-from batcomputer_bundle.blobstore import (
+from batcomputer_bundle.blob_uri import (
     EMULATOR_ACCOUNT_KEY,
     BlobUriError,
     RetryPolicySettings,

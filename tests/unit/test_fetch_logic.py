@@ -3,10 +3,10 @@
 import pytest
 
 from batcomputer_bundle import bundle
+from batcomputer_bundle.blob_uri import BlobUriError
 from batcomputer_bundle.blobstore import (
     BlobNotFoundError,
     BlobStoreError,
-    BlobUriError,
     StorageAuthError,
     StorageUnreachableError,
 )

@@ -9,13 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from batcomputer_bundle.blobstore import (
-    BlobStore,
-    BlobStoreError,
-    BlobUriError,
-    mask_secrets,
-    parse_folder_uri,
-)
+from batcomputer_bundle.blob_uri import BlobUriError, mask_secrets, parse_folder_uri
+from batcomputer_bundle.blobstore import BlobStore, BlobStoreError
 from batcomputer_bundle.bundle import BundleError
 from batcomputer_training.publish import (
     PublishError,
