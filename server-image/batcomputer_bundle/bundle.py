@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 # Callers reading a bundle name its files through this module.
 from batcomputer_bundle.names import (  # noqa: F401
+    BUNDLE_FILES,
+    DIGEST_PREFIX,
     FLAGS_FILE,
     FORMAT,
     LOOKUP_FILE,
@@ -37,10 +39,17 @@ _REQUIRED_MANIFEST_KEYS = (
     "schema_digest",
 )
 _CHUNK = 1 << 20
+# Far above any real manifest (the self-check rows are its bulk: ~100 KiB), low enough
+# that a hostile one cannot exhaust a reader's memory.
+MAX_MANIFEST_BYTES = 8 << 20
 
 
 class BundleError(Exception):
     """The bundle is incomplete, inconsistent or tampered with; the message says how."""
+
+
+class BundleDigestError(BundleError):
+    """``bundle.json`` is not the one the bundle digest pins."""
 
 
 @dataclass(frozen=True)
@@ -208,37 +217,94 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> Path:
 
 
 def parse_manifest(text: str | bytes) -> dict[str, Any]:
-    """Parse and sanity-check ``bundle.json`` content."""
+    """Parse and sanity-check ``bundle.json`` content; any hostile shape is a BundleError."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{MANIFEST_FILE} exceeds {MAX_MANIFEST_BYTES} bytes")
     try:
         manifest = json.loads(text)
     except ValueError as error:
         raise BundleError(f"{MANIFEST_FILE} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BundleError(f"{MANIFEST_FILE} is nested too deeply") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{MANIFEST_FILE} must hold a JSON object")
-    if manifest.get("format") != FORMAT:
-        raise BundleError(
-            f"{MANIFEST_FILE} has format {manifest.get('format')!r}; this server reads {FORMAT!r}"
-        )
+    shape = manifest.get("format")
+    if shape != FORMAT:
+        shown = repr(shape[:80]) if isinstance(shape, str) else type(shape).__name__
+        raise BundleError(f"{MANIFEST_FILE} has format {shown}; this server reads {FORMAT!r}")
     missing = [key for key in _REQUIRED_MANIFEST_KEYS if key not in manifest]
     if missing:
         raise BundleError(f"{MANIFEST_FILE} lacks {', '.join(missing)}")
-    files = manifest["files"]
-    absent = [name for name in PICKLE_FILES if name not in files]
-    if absent:
-        raise BundleError(f"{MANIFEST_FILE} does not list {', '.join(absent)}")
-    for name, entry in files.items():
-        if "/" in name or name.startswith("."):
-            raise BundleError(f"{MANIFEST_FILE} lists a file outside the bundle folder: {name!r}")
-        if not is_sha256_hex(entry.get("sha256", "")):
-            raise BundleError(f"{MANIFEST_FILE} gives no valid sha256 for {name}")
+    for key, kind in _MANIFEST_TYPES:
+        if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
+            raise BundleError(f"{MANIFEST_FILE}: {key} must be {_KIND_NAMES[kind]}")
+    if not manifest["name"] or not manifest["version"]:
+        raise BundleError(f"{MANIFEST_FILE}: name and version must not be empty")
+    _check_files(manifest["files"])
     return manifest
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+_MANIFEST_TYPES = (
+    ("name", str),
+    ("version", str),
+    ("features", list),
+    ("flags", list),
+    ("files", dict),
+    ("schema_digest", str),
+)
+_KIND_NAMES = {str: "a string", list: "a list", dict: "an object"}
+
+
+def _check_files(files: Mapping[str, Any]) -> None:
+    """Only the bundle's own file names, each with a sha256 (and a size when given)."""
+    for name, entry in files.items():
+        if name not in BUNDLE_FILES:
+            raise BundleError(
+                f"{MANIFEST_FILE} lists {name!r:.80}, which is not a bundle file; "
+                f"allowed: {', '.join(BUNDLE_FILES)}"
+            )
+        if not isinstance(entry, dict) or not is_sha256_hex(entry.get("sha256")):
+            raise BundleError(f"{MANIFEST_FILE} gives no valid sha256 for {name}")
+        size = entry.get("bytes", 0)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise BundleError(f"{MANIFEST_FILE}: bytes of {name} must be a non-negative integer")
+    absent = [name for name in PICKLE_FILES if name not in files]
+    if absent:
+        raise BundleError(f"{MANIFEST_FILE} does not list {', '.join(absent)}")
+
+
+def read_manifest(folder: Path, digest: str | None = None) -> dict[str, Any]:
+    """``bundle.json`` of a folder, checked against the bundle digest when one is given."""
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise BundleError(f"{MANIFEST_FILE} not found in {folder}")
-    return parse_manifest(path.read_bytes())
+    content = path.read_bytes()
+    if digest is not None:
+        check_bundle_digest(content, digest)
+    return parse_manifest(content)
+
+
+def bundle_digest(manifest_bytes: bytes) -> str:
+    """The bundle digest: ``sha256:<hex>`` of ``bundle.json``'s exact bytes."""
+    return DIGEST_PREFIX + hashlib.sha256(manifest_bytes).hexdigest()
+
+
+def is_bundle_digest(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and value.startswith(DIGEST_PREFIX)
+        and is_sha256_hex(value.removeprefix(DIGEST_PREFIX))
+    )
+
+
+def check_bundle_digest(manifest_bytes: bytes, digest: str) -> None:
+    """Raise BundleDigestError unless ``bundle.json``'s bytes have the pinned digest."""
+    actual = bundle_digest(manifest_bytes)
+    if actual != digest:
+        raise BundleDigestError(
+            f"sha256 mismatch for {MANIFEST_FILE}: the bundle digest is {actual}, "
+            f"the pin says {digest}"
+        )
 
 
 def is_sha256_hex(value: object) -> bool:
@@ -259,13 +325,19 @@ def expected_digests(manifest: Mapping[str, Any], pinned: Mapping[str, str]) -> 
     return expected
 
 
-def verify_folder(folder: Path, pinned: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Check every file of a bundle folder against its manifest (and pins); return the manifest."""
-    manifest = read_manifest(folder)
-    for name, digest in expected_digests(manifest, pinned or {}).items():
+def verify_folder(
+    folder: Path, pinned: Mapping[str, str] | None = None, digest: str | None = None
+) -> dict[str, Any]:
+    """Check every file of a bundle folder against its manifest (and pins); return the manifest.
+
+    With ``digest`` (the bundle digest), ``bundle.json`` itself is checked first, so nothing
+    is trusted that the digest does not cover.
+    """
+    manifest = read_manifest(folder, digest)
+    for name, file_digest in expected_digests(manifest, pinned or {}).items():
         path = folder / name
         if not path.is_file():
             raise BundleError(f"{name} is missing from {folder}")
-        if sha256_file(path) != digest:
+        if sha256_file(path) != file_digest:
             raise BundleError(f"sha256 mismatch for {name}")
     return manifest

@@ -12,6 +12,14 @@ LOOKUP_FILE = "lookup.pkl"
 FLAGS_FILE = "flags.pkl"
 ONNX_FILE = "model.onnx"
 PICKLE_FILES = (MODEL_FILE, LOOKUP_FILE, FLAGS_FILE)
+# Every file bundle.json may list; it lists each one present, with its sha256.
+BUNDLE_FILES = (*PICKLE_FILES, ONNX_FILE)
+
+# The bundle digest: the sha256 of bundle.json's exact bytes, as a BatModel's
+# spec.source.digest and batcomputer-fetch --digest carry it. It pins every file,
+# because bundle.json pins every other file.
+DIGEST_PREFIX = "sha256:"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 # batcomputer-fetch exit codes; the operator turns the non-zero ones into Stalled reasons.
 EXIT_OK = 0

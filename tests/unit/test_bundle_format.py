@@ -106,12 +106,71 @@ def test_pin_disagreeing_with_manifest_fails_closed(tmp_path):
         bundle.verify_folder(tmp_path, pinned={"model.onnx": "0" * 64})
 
 
-def test_manifest_listing_a_path_outside_the_folder_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    "name", ["../etc/passwd", "/etc/passwd", "", "model.pkl\x00", ".", "..", "a\\b", "bundle.json"]
+)
+def test_manifest_listing_anything_but_a_bundle_file_is_refused(tmp_path, name):
     _write_bundle(tmp_path)
     manifest = json.loads((tmp_path / "bundle.json").read_text())
-    manifest["files"]["../etc/passwd"] = {"sha256": "0" * 64}
-    with pytest.raises(BundleError, match="outside the bundle"):
+    manifest["files"][name] = {"sha256": "0" * 64}
+    with pytest.raises(BundleError, match=r"not a bundle file; allowed: model\.pkl") as caught:
         bundle.parse_manifest(json.dumps(manifest))
+    assert "\n" not in str(caught.value) and "\x00" not in str(caught.value)
+
+
+def _manifest_with(tmp_path, **changes) -> str:
+    _write_bundle(tmp_path)
+    manifest = json.loads((tmp_path / "bundle.json").read_text())
+    return json.dumps({**manifest, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"files": []}, "files must be an object"),
+        ({"files": "model.pkl"}, "files must be an object"),
+        ({"name": 7}, "name must be a string"),
+        ({"version": ["1.0.0"]}, "version must be a string"),
+        ({"name": ""}, "must not be empty"),
+        ({"flags": {"died": 0}}, "flags must be a list"),
+        ({"features": None}, "features must be a list"),
+        ({"schema_digest": True}, "schema_digest must be a string"),
+        ({"format": {"deep": [1]}}, "has format dict"),
+        ({"files": {"model.pkl": "0" * 64}}, "no valid sha256 for model.pkl"),
+        ({"files": {"model.pkl": {"sha256": 5}}}, "no valid sha256 for model.pkl"),
+        ({"files": {"model.pkl": {"sha256": "0" * 64, "bytes": -1}}}, "non-negative"),
+        ({"files": {"model.pkl": {"sha256": "0" * 64, "bytes": "9"}}}, "non-negative"),
+        ({"files": {"model.pkl": {"sha256": "0" * 64}}}, "does not list lookup.pkl, flags.pkl"),
+    ],
+)
+def test_manifests_of_the_wrong_shape_are_explained(tmp_path, changes, message):
+    with pytest.raises(BundleError, match=message):
+        bundle.parse_manifest(_manifest_with(tmp_path, **changes))
+
+
+def test_deeply_nested_and_oversized_manifests_are_refused_not_crashed():
+    with pytest.raises(BundleError, match="nested too deeply"):
+        bundle.parse_manifest("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError, match="exceeds"):
+        bundle.parse_manifest(b" " * (bundle.MAX_MANIFEST_BYTES + 1))
+    with pytest.raises(BundleError, match="not valid JSON"):
+        bundle.parse_manifest(b"\xff\xfe{")
+
+
+def test_the_bundle_digest_pins_bundle_json_and_through_it_every_file(tmp_path):
+    _write_bundle(tmp_path)
+    content = (tmp_path / "bundle.json").read_bytes()
+    digest = bundle.bundle_digest(content)
+    assert bundle.is_bundle_digest(digest) and digest.startswith("sha256:")
+    assert bundle.verify_folder(tmp_path, digest=digest)["name"] == "titanic"
+    (tmp_path / "bundle.json").write_bytes(content + b"\n")
+    with pytest.raises(bundle.BundleDigestError, match=r"sha256 mismatch for bundle\.json"):
+        bundle.verify_folder(tmp_path, digest=digest)
+
+
+@pytest.mark.parametrize("value", ["sha256:" + "A" * 64, "0" * 64, "sha256:" + "0" * 63, None, 5])
+def test_only_sha256_colon_64_lower_hex_is_a_bundle_digest(value):
+    assert not bundle.is_bundle_digest(value)
 
 
 @pytest.mark.parametrize(
