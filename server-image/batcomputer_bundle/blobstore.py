@@ -11,6 +11,8 @@ import contextlib
 import copy
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +50,15 @@ class StorageAuthError(BlobStoreError):
 
 class StorageUnreachableError(BlobStoreError):
     pass
+
+
+@dataclass(frozen=True)
+class BlobFile:
+    """A blob below a folder: its name relative to the folder, size and last write."""
+
+    name: str
+    size: int
+    last_modified: datetime
 
 
 class _DeadlineRetry(ExponentialRetry):
@@ -230,4 +241,13 @@ class BlobStore:
                 item.name[len(start) :].rstrip("/")
                 for item in listing
                 if isinstance(item, BlobPrefix)
+            ]
+
+    def files(self) -> list[BlobFile]:
+        """Every blob below the folder prefix (at any depth), from the listing alone."""
+        start = f"{self.folder.prefix}/" if self.folder.prefix else ""
+        with self._storage_errors(self.folder.display()) as counter:
+            return [
+                BlobFile(blob.name[len(start) :], int(blob.size or 0), blob.last_modified)
+                for blob in self._client.list_blobs(name_starts_with=start, retry_hook=counter)
             ]
