@@ -5,6 +5,7 @@ from _server_bundles import write_bundle
 from jsonschema import Draft4Validator
 from openapi_spec_validator import validate
 
+from batcomputer_bundle.bundle import CategoricalFeature, NumericFeature
 from batcomputer_server import openapi
 from batcomputer_server.predictor import Predictor
 
@@ -100,3 +101,46 @@ def test_every_endpoint_is_documented_with_its_errors(document):
     assert {"200", "400", "413", "415"} <= set(responses)
     error = document["components"]["schemas"]["Error"]
     assert error["required"] == ["error", "field", "allowed"]
+
+
+def test_the_predict_path_bounds_a_batch_by_the_server_limit_and_lists_every_error():
+    path = openapi.predict_path({"sex": "male"}, max_batch_rows=7)["post"]
+    body = path["requestBody"]["content"]["application/json"]
+    assert body["schema"]["oneOf"][1]["maxItems"] == 7
+    assert body["examples"]["batch"]["value"] == [{"sex": "male"}, {"sex": "male"}]
+    assert set(path["responses"]) == {"200", "400", "413", "415", "503"}
+    assert "more than 7 rows" in path["responses"]["413"]["description"]
+
+
+def test_the_service_paths_are_fresh_documents_whatever_the_model():
+    first, second = openapi.service_paths(), openapi.service_paths()
+    assert first == second
+    first["/api/info"]["get"]["summary"] = "changed by a caller"
+    assert openapi.service_paths() == second
+    assert {path["get"]["operationId"] for path in first.values()} == {
+        "info",
+        "healthz",
+        "readyz",
+        "metrics",
+        "openapi",
+        "swagger",
+        "docs",
+        "batclient",
+    }
+
+
+def test_the_schemas_follow_the_features_and_flags_in_order():
+    features = [NumericFeature("year", "integer", 2010.0, None), CategoricalFeature("x", {"a": 0})]
+    schemas = openapi.document_schemas(features, ["low", "mid", "high"], {"year": 2011, "x": "a"})
+    assert schemas["Inputs"]["properties"] == {
+        "year": {"type": "integer", "minimum": 2010.0},
+        "x": {"type": "string", "enum": ["a"]},
+    }
+    assert schemas["Probabilities"]["required"] == ["low", "mid", "high"]
+    assert set(schemas) == {"Inputs", "Probabilities", "Param", "Info", "Error"}
+
+
+def test_the_info_names_the_model_and_its_version():
+    info = openapi.document_info("crime", "2.1.0-rc.1")
+    assert (info["title"], info["version"]) == ("crime model", "2.1.0-rc.1")
+    assert "`crime` model, version 2.1.0-rc.1" in info["description"]
