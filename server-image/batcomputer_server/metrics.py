@@ -8,6 +8,7 @@ writes its samples to files there and ``/metrics`` on any worker reports them al
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -73,6 +74,27 @@ class Metrics:
             multiprocess_mode="livemin",
         )
 
+        self.input_drift_psi = Gauge(
+            "batcomputer_input_drift_psi",
+            "Population stability index of an input's recent values against its training "
+            "distribution (< 0.1 stable, 0.1-0.25 moderate, > 0.25 significant).",
+            ["input"],
+            registry=self._registry,
+            multiprocess_mode="livemax",
+        )
+        self.input_out_of_range = Counter(
+            "batcomputer_input_out_of_range",
+            "Numeric input values sent outside the range seen in training.",
+            ["input"],
+            registry=self._registry,
+        )
+        self.input_unseen_category = Counter(
+            "batcomputer_input_unseen_category",
+            "Categorical input values sent that the model never saw in training.",
+            ["input"],
+            registry=self._registry,
+        )
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
         children = self._children.get(key)
@@ -99,3 +121,24 @@ def mark_worker_dead(pid: int) -> None:
     """Drop a dead worker's live gauges (gunicorn's ``child_exit`` hook)."""
     if multiprocess_dir() is not None:
         multiprocess.mark_process_dead(pid)
+
+
+class DriftMetrics:
+    """The drift monitor's sink: its counts and scores as the server's Prometheus metrics."""
+
+    def __init__(
+        self, metrics: Metrics, numeric: Sequence[str], categorical: Sequence[str]
+    ) -> None:
+        # Label children resolved once (so every series exists from the start, at 0).
+        self._out_of_range = {name: metrics.input_out_of_range.labels(name) for name in numeric}
+        self._unseen = {name: metrics.input_unseen_category.labels(name) for name in categorical}
+        self._psi = metrics.input_drift_psi
+
+    def out_of_range(self, name: str, count: int) -> None:
+        self._out_of_range[name].inc(count)
+
+    def unseen_category(self, name: str, count: int) -> None:
+        self._unseen[name].inc(count)
+
+    def psi(self, name: str, value: float) -> None:
+        self._psi.labels(name).set(value)

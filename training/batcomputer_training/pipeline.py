@@ -32,7 +32,7 @@ from sklearn import metrics as skmetrics
 from sklearn.base import ClassifierMixin
 from sklearn.model_selection import train_test_split
 
-from batcomputer_bundle import bundle, onnx_convert
+from batcomputer_bundle import bundle, onnx_convert, reference
 from batcomputer_bundle.bundle import CategoricalFeature, Feature, NumericFeature
 from batcomputer_training import datasets
 from batcomputer_training.config import Config, FeatureSpec, Target
@@ -385,6 +385,7 @@ class Trained:
     onnx_info: dict[str, Any] | None
     onnx_note: str
     fit_seconds: float
+    reference_distributions: dict[str, Any] = field(default_factory=dict)
 
 
 def train(
@@ -454,6 +455,7 @@ def train(
         onnx_info=onnx_info,
         onnx_note=note,
         fit_seconds=fit_seconds,
+        reference_distributions=reference.from_training(schema.features, x_train),
     )
 
 
@@ -534,6 +536,7 @@ def manifest_for(trained: Trained, version: str) -> dict[str, Any]:
             "probabilities": trained.proba_test[:SELF_CHECK_ROWS].tolist(),
         },
         "onnx": trained.onnx_info,
+        reference.MANIFEST_KEY: trained.reference_distributions,
     }
 
 
@@ -585,7 +588,7 @@ def write_bundle(trained: Trained, version: str, out: Path, force: bool = False)
 _KEY_ORDER = (
     "name", "version", "description", "created_at", "python_version", "sklearn_version",
     "estimator", "params", "features", "flags", "files", "schema_digest", "metrics",
-    "data_source", "preprocessing", "training", "self_check", "onnx",
+    "data_source", "preprocessing", "training", "self_check", "onnx", reference.MANIFEST_KEY,
 )  # fmt: skip
 
 
