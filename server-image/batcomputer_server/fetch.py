@@ -1,18 +1,25 @@
 """The fetcher: copy a bundle from blob storage into a folder, verified, file by file.
 
-``bundle.json`` is read first and written last, so a reader of the destination folder
-either sees a complete, verified bundle or no manifest at all. Every other file goes to
-``<file>.partial``, is checked against the manifest's sha256 (and any pinned digest),
-then renamed into place.
+``bundle.json`` is read first and, when a bundle digest is given, checked against it
+before anything in it is believed; every file it lists is then checked against it (and
+against any per-file pin). Blobs in the folder that ``bundle.json`` does not list are
+never read. Everything is written into a fresh folder next to the destination (files
+created exclusively, never through a symlink) and renamed into place once complete, so
+the destination holds a complete, verified bundle or nothing new at all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import shutil
+import stat
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from batcomputer_bundle import bundle
 from batcomputer_bundle.blob_uri import BlobUriError
@@ -23,15 +30,20 @@ from batcomputer_bundle.blobstore import (
     StorageAuthError,
 )
 from batcomputer_bundle.names import (
+    BUNDLE_FILES,
     EXIT_AUTH,
     EXIT_DIGEST,
     EXIT_INVALID_BUNDLE,
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    MANIFEST_FILE,
 )
 
-_PARTIAL_SUFFIX = ".partial"
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# What a destination may hold for the fetcher to replace it: an earlier fetch's bundle.
+_REPLACEABLE = frozenset({*BUNDLE_FILES, MANIFEST_FILE})
 
 
 class DigestMismatchError(Exception):
@@ -39,7 +51,11 @@ class DigestMismatchError(Exception):
 
 
 class PinError(ValueError):
-    """A ``--sha256 FILE=HEX`` argument is malformed."""
+    """A ``--sha256 FILE=HEX`` or ``--digest`` argument is malformed."""
+
+
+class DestinationError(ValueError):
+    """``--dest`` cannot take the bundle (a file, a symlink, a folder of other files)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,7 @@ class FetchResult:
     name: str
     version: str
     files: dict[str, int]
+    digest: str
 
 
 def parse_pins(arguments: Iterable[str]) -> dict[str, str]:
@@ -65,15 +82,32 @@ def parse_pins(arguments: Iterable[str]) -> dict[str, str]:
     return pins
 
 
+def parse_digest(argument: str | None) -> str | None:
+    """``--digest sha256:<64 hex>``, the bundle digest; None when not given."""
+    if argument is None:
+        return None
+    digest = argument.strip()
+    if not bundle.is_bundle_digest(digest):
+        raise PinError(f"--digest must be sha256: and 64 lowercase hex digits, got {digest[:80]!r}")
+    return digest
+
+
 _EXIT_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
-    ((BlobUriError, PinError), EXIT_USAGE),
+    ((BlobUriError, PinError, DestinationError), EXIT_USAGE),
     (BlobNotFoundError, EXIT_NOT_FOUND),
     (StorageAuthError, EXIT_AUTH),
-    (DigestMismatchError, EXIT_DIGEST),
+    ((DigestMismatchError, bundle.BundleDigestError), EXIT_DIGEST),
     (BlobStoreError, EXIT_UNREACHABLE),
     (bundle.BundleError, EXIT_INVALID_BUNDLE),
 )
-FETCH_ERRORS = (BlobUriError, PinError, BlobStoreError, DigestMismatchError, bundle.BundleError)
+FETCH_ERRORS = (
+    BlobUriError,
+    PinError,
+    DestinationError,
+    BlobStoreError,
+    DigestMismatchError,
+    bundle.BundleError,
+)
 
 
 def exit_code_for(error: Exception) -> int:
@@ -90,38 +124,172 @@ def expected_files(manifest: Mapping[str, Any], pins: Mapping[str, str]) -> dict
         raise DigestMismatchError(str(error)) from None
 
 
-def _download_verified(store: BlobStore, dest: Path, name: str, digest: str) -> int:
-    target = dest / name
-    partial = dest / (name + _PARTIAL_SUFFIX)
+class CheckedSink:
+    """Where a download goes: sized and hashed on the way, refused beyond ``limit`` bytes.
+
+    A blob larger than ``bundle.json`` says is cut off at once instead of filling the disk.
+    """
+
+    def __init__(self, name: str, limit: int | None, write: Callable[[bytes], Any]) -> None:
+        self.name, self.limit, self._write = name, limit, write
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.limit is not None and self.size > self.limit:
+            raise DigestMismatchError(f"{self.name} is larger than the {self.limit} bytes expected")
+        self.sha256.update(data)
+        self._write(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+
+def read_manifest(store: BlobStore, digest: str | None) -> tuple[bytes, dict[str, Any]]:
+    """``bundle.json``'s bytes and content, checked against the bundle digest first."""
+    chunks: list[bytes] = []
+    sink = CheckedSink(MANIFEST_FILE, bundle.MAX_MANIFEST_BYTES, chunks.append)
     try:
-        with partial.open("wb") as stream:
-            size = store.download_to(name, stream)
-        if bundle.sha256_file(partial) != digest:
-            raise DigestMismatchError(f"sha256 mismatch for {name}")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return size
+        store.download_to(MANIFEST_FILE, sink)
+    except DigestMismatchError:
+        raise bundle.BundleError(
+            f"{MANIFEST_FILE} exceeds {bundle.MAX_MANIFEST_BYTES} bytes"
+        ) from None
+    content = b"".join(chunks)
+    if digest is not None:
+        bundle.check_bundle_digest(content, digest)
+    return content, bundle.parse_manifest(content)
+
+
+def check_destination(dest: Path) -> Path:
+    """``dest`` made absolute; refused when it is a symlink, not a folder, or the root."""
+    dest = Path(os.path.abspath(dest))
+    if dest.parent == dest:
+        raise DestinationError(f"--dest {dest} has no parent folder to prepare the bundle in")
+    try:
+        mode = dest.lstat().st_mode
+    except FileNotFoundError:
+        return dest
+    except OSError as error:
+        raise DestinationError(f"--dest {dest}: {error.strerror}") from None
+    if stat.S_ISLNK(mode):
+        raise DestinationError(f"--dest {dest} is a symlink; the fetcher never follows one")
+    if not stat.S_ISDIR(mode):
+        raise DestinationError(f"--dest {dest} exists and is not a folder")
+    return dest
+
+
+def _new_file(folder_fd: int, name: str) -> BinaryIO:
+    """A file created in the folder ``folder_fd`` refers to: never existing, never a symlink."""
+    return os.fdopen(os.open(name, _NEW_FILE_FLAGS, 0o644, dir_fd=folder_fd), "wb")
+
+
+def _download_verified(
+    store: BlobStore, folder_fd: int, name: str, digest: str, limit: int | None
+) -> int:
+    with _new_file(folder_fd, name) as stream:
+        sink = CheckedSink(name, limit, stream.write)
+        store.download_to(name, sink)
+    if sink.sha256.hexdigest() != digest:
+        raise DigestMismatchError(f"sha256 mismatch for {name}")
+    return sink.size
+
+
+def _old_bundle_names(dest: Path) -> list[str] | None:
+    """Names in an existing ``dest`` when it holds only an earlier fetch's files, else None."""
+    names = []
+    with os.scandir(dest) as entries:
+        for entry in entries:
+            if entry.name not in _REPLACEABLE or not entry.is_file(follow_symlinks=False):
+                return None
+            names.append(entry.name)
+    return names
+
+
+def _install(staging: Path, dest: Path) -> None:
+    """Rename the finished ``staging`` folder to ``dest``, replacing an earlier bundle there."""
+    if not dest.exists() and not dest.is_symlink():
+        os.rename(staging, dest)
+        return
+    check_destination(dest)
+    old_names = _old_bundle_names(dest)
+    if old_names is None:
+        raise DestinationError(
+            f"--dest {dest} holds files that are not a bundle's; the fetcher replaces only "
+            "an empty folder or an earlier bundle"
+        )
+    if not old_names:
+        os.rename(staging, dest)  # onto an empty folder: atomic
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{dest.name}.replaced-", dir=dest.parent))
+    os.rename(dest, retired / "bundle")
+    os.rename(staging, dest)
+    for name in old_names:
+        (retired / "bundle" / name).unlink()
+    (retired / "bundle").rmdir()
+    retired.rmdir()
 
 
 def fetch_bundle(
     store: BlobStore,
     dest: Path,
     pins: Mapping[str, str],
+    digest: str | None = None,
     report: Callable[[str], None] = lambda _line: None,
 ) -> FetchResult:
     """Download and verify the bundle in ``store``'s folder into ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    # A manifest left by an earlier fetch must not vouch for files this one replaces.
-    (dest / bundle.MANIFEST_FILE).unlink(missing_ok=True)
-    manifest_bytes = store.read_bytes(bundle.MANIFEST_FILE)
-    manifest = bundle.parse_manifest(manifest_bytes)
-    digests = expected_files(manifest, pins)
+    dest = check_destination(dest)
+    manifest_bytes, manifest = read_manifest(store, digest)
+    expected = expected_files(manifest, pins)
+    report(
+        f"{MANIFEST_FILE} matches the bundle digest {digest}"
+        if digest
+        else f"no --digest given: {MANIFEST_FILE} itself is trusted unverified"
+    )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetching-", dir=dest.parent))
+    except OSError as error:
+        raise DestinationError(f"cannot prepare --dest {dest}: {error.strerror}") from None
+    try:
+        sizes = _fill(store, staging, manifest, expected, manifest_bytes, report=report)
+        staging.chmod(0o755)
+        _install(staging, dest)
+    except OSError as error:
+        raise DestinationError(f"cannot write --dest {dest}: {error.strerror}") from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return FetchResult(
+        name=manifest["name"],
+        version=manifest["version"],
+        files=sizes,
+        digest=bundle.bundle_digest(manifest_bytes),
+    )
+
+
+def _fill(
+    store: BlobStore,
+    staging: Path,
+    manifest: Mapping[str, Any],
+    expected: Mapping[str, str],
+    manifest_bytes: bytes,
+    *,
+    report: Callable[[str], None],
+) -> dict[str, int]:
+    """Every listed file, verified, then ``bundle.json``, into the fresh ``staging`` folder."""
     sizes: dict[str, int] = {}
-    for name, digest in digests.items():
-        sizes[name] = _download_verified(store, dest, name, digest)
-        report(f"{name}: {sizes[name]} bytes, sha256 {digest[:12]}... verified")
-    partial_manifest = dest / (bundle.MANIFEST_FILE + _PARTIAL_SUFFIX)
-    partial_manifest.write_bytes(manifest_bytes)
-    os.replace(partial_manifest, dest / bundle.MANIFEST_FILE)
-    return FetchResult(name=manifest["name"], version=manifest["version"], files=sizes)
+    folder_fd = os.open(staging, _DIRECTORY_FLAGS)
+    try:
+        for name, file_digest in expected.items():
+            limit = manifest["files"][name].get("bytes")
+            sizes[name] = _download_verified(store, folder_fd, name, file_digest, limit)
+            report(f"{name}: {sizes[name]} bytes, sha256 {file_digest[:12]}... verified")
+        with _new_file(folder_fd, MANIFEST_FILE) as stream:
+            stream.write(manifest_bytes)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(folder_fd)
+    return sizes

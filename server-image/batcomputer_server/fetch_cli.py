@@ -11,10 +11,12 @@ from pathlib import Path
 from batcomputer_bundle.blob_uri import RetryPolicySettings, mask_secrets, parse_folder_uri
 from batcomputer_bundle.blobstore import BlobStore
 from batcomputer_bundle.names import EXIT_OK, EXIT_USAGE
+from batcomputer_server.credentials_dir import read_credentials
 from batcomputer_server.fetch import (
     FETCH_ERRORS,
     exit_code_for,
     fetch_bundle,
+    parse_digest,
     parse_pins,
 )
 
@@ -25,18 +27,33 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batcomputer-fetch",
         description="Download a model bundle from Azure Blob Storage and verify every file. "
-        "Credentials: AZURE_STORAGE_CONNECTION_STRING, else AZURE_STORAGE_SAS_TOKEN, else a SAS "
+        "Credentials: the files connectionString, else sasToken in --credentials-dir when given; "
+        "else AZURE_STORAGE_CONNECTION_STRING, else AZURE_STORAGE_SAS_TOKEN; else a SAS "
         "in the URI, else anonymous. Exit codes: 0 ok, 2 usage, 3 blob not found, "
-        "4 authentication failed, 5 sha256 mismatch, 6 storage unreachable, 7 invalid bundle.",
+        "4 authentication failed, 5 sha256 mismatch (a file, bundle.json or the bundle digest), "
+        "6 storage unreachable, 7 invalid bundle.",
     )
     parser.add_argument("--source", required=True, help="blob folder URI of the bundle")
     parser.add_argument("--dest", required=True, type=Path, help="folder to write the bundle to")
+    parser.add_argument(
+        "--digest",
+        metavar="sha256:HEX",
+        help="the bundle digest (sha256 of bundle.json) the bundle must have; it covers "
+        "every file, since bundle.json lists each with its sha256",
+    )
     parser.add_argument(
         "--sha256",
         action="append",
         default=[],
         metavar="FILE=HEX",
         help="digest FILE must have (repeatable); a file not in the bundle is an error",
+    )
+    parser.add_argument(
+        "--credentials-dir",
+        type=Path,
+        metavar="DIR",
+        help="read the storage credential from the file connectionString or sasToken in DIR "
+        "(a mounted Secret) instead of the environment",
     )
     parser.add_argument(
         "--termination-log",
@@ -62,7 +79,9 @@ def _termination_log(explicit: Path | None) -> Path | None:
 
 
 def _finish(message: str, code: int, termination_log: Path | None) -> int:
-    line = mask_secrets(message)
+    # One line whatever a hostile bundle put into the message (names, JSON errors).
+    printable = "".join(c if c.isprintable() else " " for c in mask_secrets(message))
+    line = " ".join(printable.split()) or "failed"
     print(line if code == EXIT_OK else f"batcomputer-fetch: {line}", file=sys.stderr)
     if termination_log is not None:
         try:
@@ -81,19 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = parse_folder_uri(arguments.source)
         pins = parse_pins(arguments.sha256)
+        digest = parse_digest(arguments.digest)
+        credentials = (
+            read_credentials(arguments.credentials_dir)
+            if arguments.credentials_dir is not None
+            else os.environ
+        )
         store = BlobStore(
-            folder, os.environ, RetryPolicySettings(retry_window_seconds=arguments.timeout)
+            folder, credentials, RetryPolicySettings(retry_window_seconds=arguments.timeout)
         )
         print(f"fetching {folder.display()} into {arguments.dest}", file=sys.stderr)
         result = fetch_bundle(
-            store, arguments.dest, pins, report=lambda line: print(line, file=sys.stderr)
+            store, arguments.dest, pins, digest, report=lambda line: print(line, file=sys.stderr)
         )
     except FETCH_ERRORS as error:
         return _finish(str(error), exit_code_for(error), log_path)
     elapsed = time.monotonic() - started
     return _finish(
-        f"fetched {result.name} {result.version}: {len(result.files)} files verified "
-        f"in {elapsed:.2f} s",
+        f"fetched {result.name} {result.version} ({result.digest}): "
+        f"{len(result.files)} files verified in {elapsed:.2f} s",
         EXIT_OK,
         log_path,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -78,7 +79,11 @@ def test_fetch_writes_every_file_verified_and_leaves_no_partial_files(
     for name in manifest["files"]:
         assert bundle.sha256_file(dest / name) == bundle.sha256_file(titanic / name)
     assert not list(dest.glob("*.partial"))
-    assert message.startswith(f"fetched titanic 1.0.0: {len(manifest['files'])} files verified")
+    digest = bundle.bundle_digest((titanic / "bundle.json").read_bytes())
+    assert message.startswith(
+        f"fetched titanic 1.0.0 ({digest}): {len(manifest['files'])} files verified"
+    )
+    assert "no --digest given" in result.stderr
 
 
 @pytest.mark.parametrize("way", ["dev-storage", "env-sas", "uri-sas"])
@@ -165,16 +170,16 @@ def test_tampered_file_exits_5_and_is_never_written(azurite, container, titanic,
         AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
     )
     assert earlier.returncode == 0
-    (dest / "model.pkl").unlink()
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
     source = _doctored_copy(azurite, titanic, tmp_path, _tamper_model)
     result, message = _fetch(
         source, dest, AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string
     )
     assert result.returncode == 5
     assert message == "sha256 mismatch for model.pkl"
-    assert not (dest / "model.pkl").exists()
-    assert not list(dest.glob("*.partial"))
-    assert not (dest / "bundle.json").exists()
+    # The destination keeps the earlier bundle whole; nothing of the tampered one lands.
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    assert not list(tmp_path.glob(".bundle.*"))
 
 
 @pytest.mark.parametrize(
@@ -272,3 +277,215 @@ def test_storage_down_then_up_within_the_retry_window_succeeds(titanic, tmp_path
     assert log.read_text().startswith("fetched titanic 1.0.0")
     bundle.verify_folder(tmp_path / "bundle")
     print(f"storage down 4 s then up: fetched after {elapsed:.1f} s")
+
+
+def _connected(azurite) -> dict[str, str]:
+    return {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+
+
+def _digest_of(folder: Path) -> str:
+    return bundle.bundle_digest((folder / "bundle.json").read_bytes())
+
+
+def test_the_right_bundle_digest_passes_and_every_file_is_verified(
+    azurite, container, titanic, tmp_path
+):
+    dest = tmp_path / "bundle"
+    digest = _digest_of(titanic)
+    result, _ = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX),
+        dest,
+        *("--digest", digest),
+        **_connected(azurite),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"bundle.json matches the bundle digest {digest}" in result.stderr
+    assert bundle.verify_folder(dest, digest=digest)["name"] == "titanic"
+    assert (dest / "model.onnx").read_bytes() == (titanic / "model.onnx").read_bytes()
+
+
+def _rewrite_manifest(folder: Path, change) -> None:
+    manifest = json.loads((folder / "bundle.json").read_text())
+    change(manifest)
+    (folder / "bundle.json").write_text(json.dumps(manifest))
+
+
+def _swap_onnx_consistently(folder: Path) -> None:
+    """The attack per-file pins let through: another model.onnx and bundle.json vouching for it."""
+    (folder / "model.onnx").write_bytes(b"not the trained model")
+
+    def change(manifest):
+        manifest["files"]["model.onnx"] = bundle.describe_files(folder, ["model.onnx"])[
+            "model.onnx"
+        ]
+        manifest["self_check"]["probabilities"] = [
+            list(reversed(row)) for row in manifest["self_check"]["probabilities"]
+        ]
+
+    _rewrite_manifest(folder, change)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_swap_onnx_consistently, lambda d: _rewrite_manifest(d, lambda m: m.update(version="6.6.6"))],
+    ids=["model.onnx-and-bundle.json", "bundle.json-only"],
+)
+def test_a_rewritten_bundle_json_fails_the_digest_before_any_file_is_read(
+    azurite, titanic, tmp_path, change
+):
+    pickle_pins = [f"--sha256={n}={bundle.sha256_file(titanic / n)}" for n in bundle.PICKLE_FILES]
+    source = _doctored_copy(azurite, titanic, tmp_path, change)
+    dest = tmp_path / "bundle"
+    unpinned, _ = _fetch(source, tmp_path / "unpinned", *pickle_pins, **_connected(azurite))
+    assert unpinned.returncode == 0, "per-file pins alone cannot see this change"
+    result, message = _fetch(
+        source, dest, "--digest", _digest_of(titanic), *pickle_pins, **_connected(azurite)
+    )
+    assert result.returncode == 5, result.stderr
+    assert message.startswith("sha256 mismatch for bundle.json: the bundle digest is sha256:")
+    assert "model.pkl" not in result.stderr  # refused before any file was downloaded
+    assert not dest.exists()
+    assert not list(tmp_path.glob(".bundle.*"))
+
+
+def _replace_manifest_text(text: str | bytes):
+    def change(folder: Path) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        (folder / "bundle.json").write_bytes(data)
+
+    return change
+
+
+def _with_files(files) -> object:
+    return lambda folder: _rewrite_manifest(folder, lambda m: m.update(files=files))
+
+
+def _listing(name: str):
+    def change(folder: Path) -> None:
+        _rewrite_manifest(folder, lambda m: m["files"].update({name: {"sha256": "0" * 64}}))
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (_replace_manifest_text("this is not json"), "bundle.json is not valid JSON"),
+        (_replace_manifest_text(b"\xff\xfe\x00"), "bundle.json is not valid JSON"),
+        (_replace_manifest_text("[" * 50_000 + "]" * 50_000), "bundle.json is nested too deeply"),
+        (_replace_manifest_text('"just a string"'), "bundle.json must hold a JSON object"),
+        (_with_files(["model.pkl"]), "bundle.json: files must be an object"),
+        (_with_files({"model.pkl": None}), "bundle.json gives no valid sha256 for model.pkl"),
+        (
+            lambda d: _rewrite_manifest(d, lambda m: m.update(name=None)),
+            "bundle.json: name must be a string",
+        ),
+        (_listing(""), "bundle.json lists '', which is not a bundle file"),
+        (_listing("model.pkl\x00"), "bundle.json lists 'model.pkl\\x00', which is not a bundle"),
+        (_listing("../../etc/cron.d/x"), "bundle.json lists '../../etc/cron.d/x', which is not"),
+        (_listing("sub/model.pkl"), "bundle.json lists 'sub/model.pkl', which is not a bundle"),
+        (_listing(".."), "bundle.json lists '..', which is not a bundle file"),
+        (_listing("line\nbreak"), "bundle.json lists 'line\\nbreak', which is not a bundle"),
+    ],
+    ids=[
+        "not-json",
+        "not-utf8",
+        "deep-nesting",
+        "not-an-object",
+        "files-a-list",
+        "entry-null",
+        "name-null",
+        "empty-name",
+        "nul-in-name",
+        "dot-dot-path",
+        "separator",
+        "dot-dot",
+        "newline",
+    ],
+)
+def test_every_malformed_manifest_exits_7_with_one_line_and_no_traceback(
+    azurite, titanic, tmp_path, change, reason
+):
+    source = _doctored_copy(azurite, titanic, tmp_path, change)
+    dest = tmp_path / "bundle"
+    result, message = _fetch(source, dest, **_connected(azurite))
+    assert result.returncode == 7, result.stderr
+    assert message.startswith(reason)
+    assert "\n" not in message and "Traceback" not in result.stderr
+    assert not dest.exists()
+
+
+def test_an_oversized_manifest_exits_7_without_being_read_whole(azurite, titanic, tmp_path):
+    big = b"{" + b" " * (bundle.MAX_MANIFEST_BYTES + 1) + b"}"
+    source = _doctored_copy(azurite, titanic, tmp_path, _replace_manifest_text(big))
+    result, message = _fetch(source, tmp_path / "bundle", **_connected(azurite))
+    assert result.returncode == 7, result.stderr
+    assert message == f"bundle.json exceeds {bundle.MAX_MANIFEST_BYTES} bytes"
+
+
+def test_a_blob_larger_than_listed_is_cut_off_and_exits_5(azurite, titanic, tmp_path):
+    def grow(folder: Path) -> None:
+        with (folder / "flags.pkl").open("ab") as stream:
+            stream.write(b"\0" * (1 << 20))
+
+    source = _doctored_copy(azurite, titanic, tmp_path, grow)
+    result, message = _fetch(source, tmp_path / "bundle", **_connected(azurite))
+    listed = bundle.read_manifest(titanic)["files"]["flags.pkl"]["bytes"]
+    assert result.returncode == 5, result.stderr
+    assert message == f"flags.pkl is larger than the {listed} bytes expected"
+
+
+def test_blobs_bundle_json_does_not_list_are_never_fetched(azurite, titanic, tmp_path):
+    def plant(folder: Path) -> None:
+        (folder / "evil.pkl").write_bytes(b"cos\nsystem\n")
+
+    source = _doctored_copy(azurite, titanic, tmp_path, plant)
+    dest = tmp_path / "bundle"
+    result, _ = _fetch(source, dest, "--digest", _digest_of(titanic), **_connected(azurite))
+    assert result.returncode == 0, result.stderr
+    assert not (dest / "evil.pkl").exists()
+
+
+def test_dest_a_symlink_exits_2_and_writes_nothing_through_it(azurite, container, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "bundle").symlink_to(target)
+    result, message = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX), tmp_path / "bundle", **_connected(azurite)
+    )
+    assert result.returncode == 2, result.stderr
+    assert message == f"--dest {tmp_path / 'bundle'} is a symlink; the fetcher never follows one"
+    assert list(target.iterdir()) == []
+
+
+def test_a_symlink_planted_in_dest_is_never_written_through(azurite, container, tmp_path):
+    dest = tmp_path / "bundle"
+    dest.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (dest / "model.pkl").symlink_to(victim)
+    result, message = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX), dest, **_connected(azurite)
+    )
+    assert result.returncode == 2, result.stderr
+    assert "holds files that are not a bundle's" in message
+    assert victim.read_text() == "untouched"
+    assert (dest / "model.pkl").is_symlink()
+    assert not list(tmp_path.glob(".bundle.*"))
+
+
+def test_an_earlier_bundle_in_dest_is_replaced_whole(azurite, container, titanic, tmp_path):
+    dest = tmp_path / "bundle"
+    dest.mkdir()
+    for name in ("model.pkl", "model.onnx", "bundle.json"):
+        (dest / name).write_bytes(b"an earlier fetch")
+    result, _ = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX),
+        dest,
+        *("--digest", _digest_of(titanic)),
+        **_connected(azurite),
+    )
+    assert result.returncode == 0, result.stderr
+    bundle.verify_folder(dest, digest=_digest_of(titanic))
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in titanic.iterdir())
+    assert not list(tmp_path.glob(".bundle.*"))

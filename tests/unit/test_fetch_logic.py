@@ -1,5 +1,8 @@
 """The fetcher's pure decisions: pins, which digest each file must have, exit codes."""
 
+import hashlib
+from pathlib import Path
+
 import pytest
 
 from batcomputer_bundle import bundle
@@ -68,7 +71,9 @@ def test_a_pin_for_a_file_outside_the_bundle_fails_closed():
         (fetch.PinError("bad pin"), 2),
         (BlobNotFoundError("blob not found: x"), 3),
         (StorageAuthError("authentication failed"), 4),
+        (fetch.DestinationError("--dest x is a symlink"), 2),
         (fetch.DigestMismatchError("sha256 mismatch for model.pkl"), 5),
+        (bundle.BundleDigestError("sha256 mismatch for bundle.json"), 5),
         (StorageUnreachableError("storage unreachable after 3 attempts"), 6),
         (BlobStoreError("storage refused the request"), 6),
         (bundle.BundleError("bundle.json is not valid JSON"), 7),
@@ -104,3 +109,65 @@ def test_malformed_pin_exits_2_before_any_download(tmp_path, capsys):
     assert code == 2
     assert "--sha256 for model.pkl must be 64 hex digits" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_the_bundle_digest_argument_is_sha256_colon_64_lower_hex():
+    digest = "sha256:" + "ab" * 32
+    assert fetch.parse_digest(f" {digest} ") == digest
+    assert fetch.parse_digest(None) is None
+    for bad in ("ab" * 32, "sha256:" + "AB" * 32, "sha512:" + "ab" * 32, "sha256:", ""):
+        with pytest.raises(fetch.PinError, match="--digest must be sha256:"):
+            fetch.parse_digest(bad)
+
+
+def test_malformed_digest_exits_2_before_any_download(tmp_path, capsys):
+    code = fetch_cli.main(
+        [
+            *("--source", "http://127.0.0.1:9/devstoreaccount1/models/x"),
+            *("--dest", str(tmp_path / "b"), "--digest", "sha256:nothex"),
+        ]
+    )
+    assert code == 2
+    assert "--digest must be sha256: and 64 lowercase hex digits" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_destination_that_is_a_file_a_symlink_or_the_root_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "folder")
+    with pytest.raises(fetch.DestinationError, match="exists and is not a folder"):
+        fetch.check_destination(tmp_path / "file")
+    with pytest.raises(fetch.DestinationError, match="is a symlink; the fetcher never follows"):
+        fetch.check_destination(tmp_path / "link")
+    with pytest.raises(fetch.DestinationError, match="has no parent folder"):
+        fetch.check_destination(Path("/"))
+    assert fetch.check_destination(tmp_path / "folder") == tmp_path / "folder"
+    assert fetch.check_destination(tmp_path / "new") == tmp_path / "new"
+
+
+def test_dest_a_file_exits_2_with_a_one_line_reason(tmp_path, capsys):
+    (tmp_path / "file").write_text("keep me")
+    log = tmp_path / "termination-log"
+    code = fetch_cli.main(
+        [
+            *("--source", "http://127.0.0.1:9/devstoreaccount1/models/x"),
+            *("--dest", str(tmp_path / "file"), "--termination-log", str(log)),
+        ]
+    )
+    assert code == 2
+    assert log.read_text() == f"--dest {tmp_path / 'file'} exists and is not a folder\n"
+    assert "Traceback" not in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_a_download_is_cut_off_past_its_listed_size_and_hashed_on_the_way():
+    written = []
+    sink = fetch.CheckedSink("model.pkl", 5, written.append)
+    assert sink.write(b"abc") == 3
+    with pytest.raises(fetch.DigestMismatchError, match=r"model\.pkl is larger than the 5 bytes"):
+        sink.write(b"def")
+    assert written == [b"abc"]
+    unlimited = fetch.CheckedSink("model.pkl", None, written.append)
+    unlimited.write(b"x" * 10)
+    assert unlimited.sha256.hexdigest() == hashlib.sha256(b"x" * 10).hexdigest()
