@@ -1,9 +1,15 @@
-"""The HTTP adapter: Flask routes over the predictor, exactly as the contract's §2.
+"""The HTTP adapter: the Flask app factory, routes over the predictor as the contract's §2.
 
-Every client mistake becomes a 4xx JSON body ``{"error", "field", "allowed"}``; request
-bodies are never logged. The app also answers under a path prefix (``root_path``, e.g.
-``/models/crime`` behind an Ingress): the prefix is stripped when present, and the pages
-build their links from the address the browser used, so both ways work.
+Every client mistake becomes a 4xx JSON body ``{"error", "field", "allowed"}``
+(``scoring.error_body``); a wrong method also names the allowed ones in ``Allow``.
+Request bodies are never logged. The app also answers under a path prefix
+(``root_path``, e.g. ``/models/crime`` behind an Ingress): the prefix is stripped when
+present, and the pages build their links from the address the browser used, so both
+ways work. The WSGI middleware around the routes (whole bodies, the predict fast path,
+the prefix) is in ``wsgi``.
+
+More routes (another API over the same predictor) are Flask blueprints registered on
+the app this returns: they get the same body limits, JSON 404/405 errors and metrics.
 """
 
 from __future__ import annotations
@@ -12,20 +18,19 @@ import html
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import orjson
 import swagger_ui_bundle
 from flask import Flask, Response, g, request, send_from_directory
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
-from batcomputer_server import openapi
+from batcomputer_server import openapi, scoring, wsgi
 from batcomputer_server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from batcomputer_server.metrics import Metrics
-from batcomputer_server.predictor import InputError, Predictor
+from batcomputer_server.predictor import Predictor
 
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_BATCH_ROWS = 5000
@@ -58,42 +63,13 @@ _PAGE_SECURITY = (
 _log = logging.getLogger(__name__)
 
 
-class _MalformedJSONError(ValueError):
-    pass
-
-
-def _parse_body(body: bytes) -> Any:
-    # orjson refuses NaN, Infinity, invalid UTF-8 and nesting deeper than 1024 by itself.
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise _MalformedJSONError(f"the request body is not valid JSON: {error}") from None
-
-
-def _encode(payload: Any) -> bytes:
-    return orjson.dumps(payload)
-
-
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(_encode(payload), status=status, mimetype="application/json")
-
-
-def _error_bytes(message: str, allowed: Any = None) -> bytes:
-    """An error that concerns no single input field (those come from ``InputError``)."""
-    return _encode({"error": message, "field": None, "allowed": allowed})
+    return Response(scoring.encode(payload), status=status, mimetype="application/json")
 
 
 def _error(status: int, message: str, allowed: Any = None) -> Response:
-    return Response(_error_bytes(message, allowed), status=status, mimetype="application/json")
-
-
-_STATUS_LINES = {
-    200: "200 OK",
-    400: "400 Bad Request",
-    413: "413 Content Too Large",
-    415: "415 Unsupported Media Type",
-    503: "503 Service Unavailable",
-}
+    body = scoring.error_body(message, allowed)
+    return Response(body, status=status, mimetype="application/json")
 
 
 def _library_versions() -> dict[str, str]:
@@ -104,125 +80,6 @@ def _library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-class _Scorer:
-    """POST /api/predict from content type and body to status and JSON bytes."""
-
-    def __init__(
-        self,
-        predictor: Predictor | None,
-        metrics: Metrics,
-        max_batch_rows: int,
-        load_error: str | None,
-    ) -> None:
-        self._predictor = predictor
-        self._metrics = metrics
-        self._max_batch_rows = max_batch_rows
-        self._load_error = load_error
-
-    def score(self, mimetype: str, read_body: Callable[[], bytes]) -> tuple[int, bytes]:
-        predictor = self._predictor
-        if predictor is None:
-            return 503, _error_bytes(f"the model is not ready: {self._load_error}")
-        if mimetype != "application/json":
-            return 415, _error_bytes("send the inputs as JSON with Content-Type: application/json")
-        try:
-            inputs = _parse_body(read_body())
-            if type(inputs) is list:
-                if len(inputs) > self._max_batch_rows:
-                    limit = {"minimum": 1, "maximum": self._max_batch_rows}
-                    message = f"a batch may hold at most {self._max_batch_rows} rows"
-                    return 413, _error_bytes(message, allowed=limit)
-                result: Any = predictor.predict_many(inputs)
-                self._metrics.predicted_rows.inc(len(inputs))
-            else:
-                result = predictor.predict_one(inputs)
-                self._metrics.predicted_rows.inc()
-        except _MalformedJSONError as error:
-            return 400, _error_bytes(str(error))
-        except InputError as error:
-            body = {"error": str(error), "field": error.field, "allowed": error.allowed}
-            if error.row is not None:
-                body["row"] = error.row
-            return 400, _encode(body)
-        return 200, _encode(result)
-
-
-class _FastPredict:
-    """Answers POST /api/predict straight from the WSGI environ.
-
-    Flask's request and response objects cost ten times the model itself on a single
-    row, so the hot path skips them; everything else (and bodies without a
-    Content-Length) goes through Flask, which shares the same ``_Scorer``.
-    """
-
-    def __init__(
-        self,
-        app: Callable[..., Iterable[bytes]],
-        scorer: _Scorer,
-        metrics: Metrics,
-        max_body_bytes: int,
-    ) -> None:
-        self._app = app
-        self._scorer = scorer
-        self._metrics = metrics
-        self._max_body_bytes = max_body_bytes
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        length_text = environ.get("CONTENT_LENGTH")
-        if (
-            environ.get("PATH_INFO") != "/api/predict"
-            or environ.get("REQUEST_METHOD") != "POST"
-            or not length_text
-        ):
-            return self._app(environ, start_response)
-        started = time.perf_counter()
-        headers = [("Content-Type", "application/json")]
-        try:
-            length = int(length_text)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= self._max_body_bytes:
-            status = 413 if length > 0 else 400
-            payload = _error_bytes(
-                f"the request body is larger than {self._max_body_bytes} bytes"
-                if status == 413
-                else "the Content-Length header is not a valid length"
-            )
-            headers.append(("Connection", "close"))
-        else:
-            mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-            stream = environ["wsgi.input"]
-            status, payload = self._scorer.score(mimetype, lambda: stream.read(length))
-        headers.append(("Content-Length", str(len(payload))))
-        start_response(_STATUS_LINES[status], headers)
-        if 400 <= status < 500:
-            self._metrics.input_errors.labels(str(status)).inc()
-        self._metrics.observe("/api/predict", "POST", status, time.perf_counter() - started)
-        return [payload]
-
-
-class _PathPrefix:
-    """Serve the app both at ``/`` and under ``prefix`` (Ingress paths with or without rewrite)."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]], prefix: str) -> None:
-        self._app = app
-        self._prefix = prefix
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        path = environ.get("PATH_INFO", "")
-        prefix = self._prefix
-        if path == prefix:
-            # Pages link relative to their own address, so the prefix needs its slash.
-            start_response("308 Permanent Redirect", [("Location", prefix + "/")])
-            return [b""]
-        if path.startswith(prefix + "/"):
-            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
-            environ["PATH_INFO"] = path[len(prefix) :]
-        elif environ.get("HTTP_X_FORWARDED_PREFIX", "").rstrip("/") == prefix:
-            environ["SCRIPT_NAME"] = prefix
-        return self._app(environ, start_response)
 
 
 def _normalise_prefix(root_path: str) -> str:
@@ -242,7 +99,6 @@ def create_app(
 ) -> Flask:
     """The server app for a loaded predictor, or an unready one explaining ``load_error``."""
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     metrics = metrics or Metrics()
     prefix = _normalise_prefix(root_path)
     versions = _library_versions()
@@ -275,14 +131,15 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
-        if isinstance(error, RequestEntityTooLarge):
-            return _error(413, f"the request body is larger than {max_body_bytes} bytes")
         status = error.code or 500
         if status == 404:
             return _error(404, "no such endpoint; the API is described at openapi.json")
         if status == 405:
-            methods = sorted(set(getattr(error, "valid_methods", None) or ()) - {"OPTIONS"})
-            return _error(405, f"use {' or '.join(methods)} here", allowed=methods)
+            valid = sorted(getattr(error, "valid_methods", None) or ())
+            methods = [method for method in valid if method != "OPTIONS"]
+            response = _error(405, f"use {' or '.join(methods)} here", allowed=methods)
+            response.headers["Allow"] = ", ".join(valid)
+            return response
         return _error(status, error.description or error.name)
 
     @app.errorhandler(Exception)
@@ -291,15 +148,12 @@ def create_app(
         _log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, "internal error; see the server log")
 
-    scorer = _Scorer(predictor, metrics, max_batch_rows, load_error)
+    scorer = scoring.Scorer(predictor, metrics, max_batch_rows, load_error)
 
     @app.post("/api/predict")
     def predict() -> Response:
-        # Only bodies without a Content-Length (chunked) get here; see _FastPredict.
-        body = request.environ["wsgi.input"].read(max_body_bytes + 1)
-        if len(body) > max_body_bytes:
-            return _error(413, f"the request body is larger than {max_body_bytes} bytes")
-        status, payload = scorer.score(request.mimetype, lambda: body)
+        # JSON bodies are answered by wsgi.FastPredict; the rest get their 415 (or 503) here.
+        status, payload = scorer.score(request.mimetype, request.environ[wsgi.BODY_KEY])
         return Response(payload, status=status, mimetype="application/json")
 
     @app.get("/api/predict/params")
@@ -384,9 +238,9 @@ def create_app(
     def metrics_text() -> Response:
         return Response(metrics.exposition(), mimetype=METRICS_CONTENT_TYPE)
 
-    app.wsgi_app = _FastPredict(app.wsgi_app, scorer, metrics, max_body_bytes)  # type: ignore[method-assign]
-    if prefix:
-        app.wsgi_app = _PathPrefix(app.wsgi_app, prefix)  # type: ignore[method-assign]
+    app.wsgi_app = wsgi.wrap(  # type: ignore[method-assign]
+        app.wsgi_app, scorer, metrics, max_body_bytes=max_body_bytes, prefix=prefix
+    )
     return app
 
 

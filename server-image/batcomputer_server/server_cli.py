@@ -1,16 +1,20 @@
 """``batcomputer-server``: the model server, gunicorn running in-process.
 
-Each worker loads and verifies the bundle after the fork (onnxruntime sessions do not
-survive a fork). A bundle that fails to load leaves the server up but unready: /healthz
-answers, /readyz says 503 and why, and the log has one clear line. Nothing is written
-outside ``$TMPDIR`` (the pod's root filesystem is read-only).
+The workers are ``worker.Worker`` (gevent): a slow, idle or hostile client costs a socket
+and a greenlet, never a worker, within the time limits set here. Each worker loads and
+verifies the bundle after the fork (onnxruntime sessions do not survive a fork). A bundle
+that fails to load leaves the server up but unready: /healthz answers, /readyz says 503
+and why, and the log has one clear line. Nothing is written outside ``$TMPDIR`` (the
+pod's root filesystem is read-only).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import resource
 import socket
 import sys
 import tempfile
@@ -20,6 +24,9 @@ from typing import Any
 
 _DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 _DEFAULT_MAX_BATCH_ROWS = 5000
+_DEFAULT_MAX_CONNECTIONS = 4096
+# Room for the listening socket, log files, the bundle and the metrics files.
+_SPARE_FILES = 256
 _SHM = Path("/dev/shm")
 
 _log = logging.getLogger("batcomputer_server")
@@ -29,6 +36,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
     return value
 
 
@@ -42,7 +56,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port to listen on [8000]")
     parser.add_argument("--workers", type=_positive, default=2, help="worker processes [2]")
     parser.add_argument(
-        "--threads", type=_positive, default=2, help="threads per worker (keep-alive needs 2+) [2]"
+        "--max-connections",
+        type=_positive,
+        default=_DEFAULT_MAX_CONNECTIONS,
+        help=f"open connections per worker, idle ones included [{_DEFAULT_MAX_CONNECTIONS}]",
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=_seconds,
+        default=5.0,
+        help="seconds a connection may wait for its (next) request; then it is closed [5]",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds for a request line and headers once begun; later is a 408 [10]",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=30.0,
+        help="seconds for a request body after its headers (and for each write); "
+        "later is a 408 [30]",
     )
     parser.add_argument(
         "--max-body-bytes",
@@ -109,7 +145,7 @@ def _prepare_metrics_dir() -> str:
 
 def build_app(options: argparse.Namespace) -> Any:
     """Load the bundle and build the WSGI app; an unready app when the bundle is bad."""
-    from batcomputer_server import bundle
+    from batcomputer_bundle import bundle
     from batcomputer_server.app import create_app
     from batcomputer_server.predictor import Predictor
 
@@ -139,21 +175,33 @@ def build_app(options: argparse.Namespace) -> Any:
 
 def _gunicorn_options(options: argparse.Namespace) -> dict[str, Any]:
     from batcomputer_server.metrics import mark_worker_dead
+    from batcomputer_server.worker import ClientLimits, worker_class
 
     def child_exit(_server: Any, worker: Any) -> None:
         mark_worker_dead(worker.pid)
 
+    limits = ClientLimits(
+        idle_seconds=options.keepalive,
+        header_seconds=options.header_timeout,
+        body_seconds=options.body_timeout,
+        max_body_bytes=options.max_body_bytes,
+    )
     settings: dict[str, Any] = {
         "bind": f"{options.host}:{options.port}",
         "workers": options.workers,
-        "threads": options.threads,
-        "worker_class": "gthread" if options.threads > 1 else "sync",
+        "worker_class": worker_class(limits),
+        "worker_connections": options.max_connections,
+        "limit_request_line": 4094,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
         "preload_app": False,
         # Each worker listens on a socket of its own and the kernel spreads new connections
         # over them; on one shared socket the first worker to wake took a burst of
         # keep-alive connections alone (often all 8 of wrk's), halving throughput.
         "reuse_port": True,
-        "keepalive": 5,
+        # Whole seconds for gunicorn, which only needs to know keep-alive is on; the
+        # worker enforces the exact idle limit.
+        "keepalive": math.ceil(options.keepalive),
         "timeout": 60,
         "graceful_timeout": 10,
         "loglevel": options.log_level,
@@ -168,6 +216,18 @@ def _gunicorn_options(options: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def _raise_open_file_limit(wanted: int) -> None:
+    """Every connection is a file descriptor: lift the soft limit as far as the hard one allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        _log.warning(
+            "only %d open files allowed: fewer than %d connections per worker", hard, wanted
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     logging.basicConfig(
@@ -179,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         _log.error("cannot listen on %s:%s: %s", options.host, options.port, problem)
         return 1
+    _raise_open_file_limit(options.max_connections + _SPARE_FILES)
     # Before anything imports prometheus_client: it picks multiprocess storage at import.
     _prepare_metrics_dir()
     # onnxruntime writes a device id under $XDG_CACHE_HOME (else ~/.cache) when imported;

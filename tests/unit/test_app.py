@@ -28,7 +28,11 @@ def client(predictor):
 
 def _post(client, body, path="/api/predict", content_type="application/json"):
     data = body if isinstance(body, str | bytes) else json.dumps(body)
-    return client.post(path, data=data, content_type=content_type)
+    # Spelled out, as HTTP clients do, also for an empty body.
+    length = str(len(data.encode() if isinstance(data, str) else data))
+    return client.post(
+        path, data=data, content_type=content_type, environ_overrides={"CONTENT_LENGTH": length}
+    )
 
 
 def _assert_error(response, status, field=None, allowed=None):
@@ -112,6 +116,11 @@ def test_malformed_json_is_a_400(client, body):
     _assert_error(_post(client, body), 400)
 
 
+def test_a_post_without_content_length_or_chunked_body_is_a_411(client):
+    response = client.post("/api/predict", environ_overrides={"CONTENT_TYPE": "application/json"})
+    _assert_error(response, 411)
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [("[]", None), ("3", None), ('"text"', None), ("null", None), ("[1]", None)],
@@ -153,9 +162,10 @@ def test_a_json_content_type_with_charset_is_accepted(client):
 
 def test_unknown_paths_and_wrong_methods_are_json_404_and_405(client):
     _assert_error(client.get("/no/such/thing"), 404)
-    body = _assert_error(client.get("/api/predict"), 405)
-    assert body["allowed"] == ["POST"]
-    _assert_error(client.delete("/api/info"), 405)
+    wrong_method = client.get("/api/predict")
+    assert _assert_error(wrong_method, 405)["allowed"] == ["POST"]
+    assert wrong_method.headers["Allow"] == "OPTIONS, POST"  # RFC 9110 §15.5.6
+    assert client.delete("/api/info").headers["Allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_params_list_inputs_flags_and_a_valid_example(client):

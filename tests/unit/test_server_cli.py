@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from batcomputer_server import server_cli
+from batcomputer_server import server_cli, worker
 
 
 def test_defaults_follow_the_design(monkeypatch):
@@ -13,7 +13,12 @@ def test_defaults_follow_the_design(monkeypatch):
     settings = server_cli._gunicorn_options(options)
     assert settings["bind"] == "0.0.0.0:8000"
     assert settings["workers"] == 2
-    assert settings["worker_class"] == "gthread"  # keep-alive for clients that reuse connections
+    # gevent: a slow or idle client costs a socket, not a worker
+    assert issubclass(settings["worker_class"], worker.Worker)
+    assert settings["worker_class"].limits == worker.ClientLimits(
+        idle_seconds=5.0, header_seconds=10.0, body_seconds=30.0, max_body_bytes=2 * 1024 * 1024
+    )
+    assert settings["worker_connections"] == 4096
     assert settings["preload_app"] is False  # each worker loads the bundle after the fork
     assert settings["reuse_port"] is True  # a socket per worker: connections spread over both
     assert settings["control_socket_disable"] is True  # it would write under $HOME
@@ -26,12 +31,23 @@ def test_the_root_path_comes_from_the_environment_too(monkeypatch):
     assert options.root_path == "/models/crime"
 
 
-@pytest.mark.parametrize("flag", ["--workers", "--threads", "--max-body-bytes", "--max-batch-rows"])
+@pytest.mark.parametrize(
+    "flag", ["--workers", "--max-connections", "--max-body-bytes", "--max-batch-rows"]
+)
 def test_counts_below_one_are_refused(flag, capsys):
     with pytest.raises(SystemExit) as exit_:
         server_cli._parser().parse_args(["--bundle", "b", flag, "0"])
     assert exit_.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--keepalive", "--header-timeout", "--body-timeout"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "3601"])
+def test_timeouts_must_be_a_positive_bounded_number_of_seconds(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        server_cli._parser().parse_args(["--bundle", "b", flag, value])
+    assert exit_.value.code == 2
+    assert "must be between 0 and 3600 seconds" in capsys.readouterr().err
 
 
 def test_metrics_go_to_a_fresh_folder_in_tmpdir(monkeypatch, tmp_path):

@@ -1,0 +1,100 @@
+"""POST /api/predict as bytes in, status and JSON bytes out, and the one JSON error shape.
+
+Every error the server gives, whether the app, the WSGI middleware or the gunicorn
+worker produces it, is ``{"error", "field", "allowed"}`` built here. Nothing in this
+module knows of Flask, WSGI or sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from batcomputer_server.metrics import Metrics
+from batcomputer_server.predictor import InputError, Predictor
+
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+
+def encode(payload: Any) -> bytes:
+    return orjson.dumps(payload)
+
+
+def error_body(message: str, allowed: Any = None) -> bytes:
+    """An error that concerns no single input field (those come from ``InputError``)."""
+    return encode({"error": message, "field": None, "allowed": allowed})
+
+
+def status_line(status: int) -> str:
+    return f"{status} {REASONS[status]}"
+
+
+class _MalformedJSONError(ValueError):
+    pass
+
+
+def _parse_body(body: bytes) -> Any:
+    # orjson refuses NaN, Infinity, invalid UTF-8 and nesting deeper than 1024 by itself.
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise _MalformedJSONError(f"the request body is not valid JSON: {error}") from None
+
+
+class Scorer:
+    """POST /api/predict from content type and body to status and JSON bytes."""
+
+    def __init__(
+        self,
+        predictor: Predictor | None,
+        metrics: Metrics,
+        max_batch_rows: int,
+        load_error: str | None,
+    ) -> None:
+        self._predictor = predictor
+        self._metrics = metrics
+        self._max_batch_rows = max_batch_rows
+        self._load_error = load_error
+
+    def score(self, mimetype: str, body: bytes) -> tuple[int, bytes]:
+        predictor = self._predictor
+        if predictor is None:
+            return 503, error_body(f"the model is not ready: {self._load_error}")
+        if mimetype != "application/json":
+            return 415, error_body("send the inputs as JSON with Content-Type: application/json")
+        try:
+            inputs = _parse_body(body)
+            if type(inputs) is list:
+                if len(inputs) > self._max_batch_rows:
+                    limit = {"minimum": 1, "maximum": self._max_batch_rows}
+                    message = f"a batch may hold at most {self._max_batch_rows} rows"
+                    return 413, error_body(message, allowed=limit)
+                result: Any = predictor.predict_many(inputs)
+                self._metrics.predicted_rows.inc(len(inputs))
+            else:
+                result = predictor.predict_one(inputs)
+                self._metrics.predicted_rows.inc()
+        except _MalformedJSONError as error:
+            return 400, error_body(str(error))
+        except InputError as error:
+            payload = {"error": str(error), "field": error.field, "allowed": error.allowed}
+            if error.row is not None:
+                payload["row"] = error.row
+            return 400, encode(payload)
+        return 200, encode(result)

@@ -1,0 +1,252 @@
+"""The gunicorn worker: gevent, so a slow or idle client costs a socket, not a worker.
+
+gunicorn's gevent worker serves each connection in a greenlet; this subclass adds what a
+server facing strangers needs, which gunicorn leaves to a buffering proxy in front:
+
+* bounded waits: a connection with no byte of a (next) request is closed after
+  ``idle_seconds`` without an answer; once a request starts, its request line and headers
+  must arrive within ``header_seconds`` and its body within ``body_seconds``, else 408;
+  every socket write is bounded by ``body_seconds`` too;
+* every error gunicorn itself answers (framing, limits, timeouts) in the app's JSON shape
+  with the right status, never an HTML page or a 500 for a client's mistake;
+* a chunk announced larger than ``max_body_bytes`` is a 413 at once, not a wait;
+* SIGTERM: requests in flight finish (answered with ``Connection: close``) and kept-alive
+  connections waiting for a next request are closed at once, so the worker exits as soon
+  as its last answer is out;
+* connections end with a lingering close, so a refused body still being sent does not
+  turn the answer into a connection reset.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from gevent import select as gevent_select
+from gevent import socket as gevent_socket
+from gunicorn import http, util
+from gunicorn.http import errors as http_errors
+from gunicorn.http.body import ChunkedReader
+from gunicorn.workers.ggevent import GeventWorker
+
+from batcomputer_server import scoring
+
+_MESSAGE_LIMIT = 300
+_DRAIN_SECONDS = 1.0
+_LINGER_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """How long a client may take; see the module docstring."""
+
+    idle_seconds: float
+    header_seconds: float
+    body_seconds: float
+    max_body_bytes: int
+
+
+class _Refusal(BaseException):
+    """An answer the worker gives instead of the app.
+
+    A BaseException, so no ``except Exception`` in the app or in gunicorn catches it on
+    its way from a body read back to the worker.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _DeadlineBody:
+    """``wsgi.input`` that must be read within the body deadline and must not end early."""
+
+    def __init__(self, body: Any, seconds: float) -> None:
+        self.body = body
+        self._seconds = seconds
+        self._deadline = time.monotonic() + seconds
+
+    def _call(self, method: str, *args: Any) -> Any:
+        late = _Refusal(408, f"the request body did not arrive within {self._seconds:g} s")
+        with gevent.Timeout(max(self._deadline - time.monotonic(), 0.001), late):
+            try:
+                return getattr(self.body, method)(*args)
+            except http_errors.NoMoreData:
+                raise _Refusal(400, "the request body ended before it was complete") from None
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._call("read", size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._call("readline", size)
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        return self._call("readlines", hint)
+
+    def __iter__(self) -> Any:
+        return iter(self.readlines())
+
+
+def _limit_chunk_sizes(body: Any, max_body_bytes: int) -> None:
+    """Refuse a chunk larger than a whole body may be as soon as its size line arrives."""
+    reader = body.reader
+    if not isinstance(reader, ChunkedReader):
+        return
+    parse_chunk_size = reader.parse_chunk_size
+
+    def bounded(unreader: Any, data: bytes | None = None) -> tuple[int, bytes]:
+        size, rest = parse_chunk_size(unreader, data)
+        if size > max_body_bytes:
+            raise _Refusal(413, f"the request body is larger than {max_body_bytes} bytes")
+        return size, rest
+
+    # The chunk parser looks the method up on the instance as it reaches each chunk.
+    reader.parse_chunk_size = bounded
+
+
+def describe(error: Exception, cfg: Any) -> tuple[int, str, Any]:
+    """Status, message and allowed values for an error gunicorn raised while parsing."""
+    detail = str(error)[:_MESSAGE_LIMIT]
+    if isinstance(error, http_errors.LimitRequestLine):
+        limit = cfg.limit_request_line
+        return 414, f"the request line is longer than {limit} bytes", {"maximum": limit}
+    if isinstance(error, http_errors.LimitRequestHeaders):
+        limits = {
+            "max_fields": cfg.limit_request_fields,
+            "max_field_bytes": cfg.limit_request_field_size,
+        }
+        return 431, f"too many or too large request headers ({detail})", limits
+    if isinstance(error, http_errors.UnsupportedTransferCoding):
+        return 501, f"unsupported Transfer-Encoding {detail}", ["chunked"]
+    if isinstance(error, http_errors.ExpectationFailed):
+        return 417, f"unsupported Expect header {detail}", ["100-continue"]
+    if isinstance(error, http_errors.InvalidHTTPVersion):
+        return 400, f"unsupported HTTP version {detail}", ["HTTP/1.0", "HTTP/1.1"]
+    if isinstance(
+        error,
+        http_errors.InvalidChunkSize
+        | http_errors.ChunkMissingTerminator
+        | http_errors.InvalidChunkExtension,
+    ):
+        return 400, f"malformed chunked body: {detail}", None
+    if isinstance(error, http_errors.InvalidRequestLine | http_errors.InvalidRequestMethod):
+        return 400, f"malformed request line: {detail}", None
+    if isinstance(error, http_errors.ParseException):
+        return 400, f"malformed request: {type(error).__name__} {detail}", None
+    return 500, "internal error; see the server log", None
+
+
+def error_response(status: int, message: str, allowed: Any = None) -> bytes:
+    """A whole HTTP/1.1 answer in the app's JSON error shape; the connection closes after it."""
+    body = scoring.error_body(message, allowed)
+    head = (
+        f"HTTP/1.1 {scoring.status_line(status)}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def _readable(client: socket.socket) -> bool:
+    return bool(gevent_select.select([client], [], [], 0)[0])
+
+
+class Worker(GeventWorker):  # type: ignore[misc]
+    """gunicorn's gevent worker with the limits of ``limits`` (set by ``worker_class``)."""
+
+    limits = ClientLimits(
+        idle_seconds=5.0, header_seconds=10.0, body_seconds=30.0, max_body_bytes=2 * 1024 * 1024
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Greenlets waiting for the next request on a kept-alive connection.
+        self._idle: dict[Any, socket.socket] = {}
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._close_idle_connections)
+
+    def _close_idle_connections(self) -> None:
+        for greenlet, client in list(self._idle.items()):
+            if not _readable(client):  # a request already on its way is still served
+                greenlet.kill(block=False)
+
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
+        client.settimeout(self.limits.body_seconds)
+        parser = http.get_parser(self.cfg, client, addr)
+        listener_name = listener.getsockname()
+        request = None
+        served = 0
+        try:
+            while self._request_arrives(client, parser, served):
+                request = None
+                late = _Refusal(
+                    408,
+                    "the request line and headers did not arrive within "
+                    f"{self.limits.header_seconds:g} s",
+                )
+                with gevent.Timeout(self.limits.header_seconds, late):
+                    request = next(parser)
+                body = request.body
+                _limit_chunk_sizes(body, self.limits.max_body_bytes)
+                request.body = _DeadlineBody(body, self.limits.body_seconds)
+                try:
+                    # Raises StopIteration when the answer closes the connection.
+                    self.handle_request(listener_name, request, client, addr)
+                finally:
+                    request.body = body
+                served += 1
+                if not parser.finish_body(deadline=time.monotonic() + _DRAIN_SECONDS):
+                    break
+        except (StopIteration, http_errors.NoMoreData, gevent.GreenletExit):
+            pass
+        except _Refusal as refusal:
+            self.log.info("Refused request from %s: %s", addr[0], refusal.message)
+            self._send(client, error_response(refusal.status, refusal.message))
+        except OSError as error:  # the client went away or stopped reading
+            self.log.debug("Connection from %s ended: %s", addr[0], error)
+        except Exception as error:
+            self.handle_error(request, client, addr, error)
+        finally:
+            util.close_graceful(client, timeout=_LINGER_SECONDS)
+
+    def _request_arrives(self, client: socket.socket, parser: Any, served: int) -> bool:
+        """Wait for the first byte of a next request; False if the connection should close."""
+        if parser.unreader.buf.getbuffer().nbytes:
+            return True  # pipelined behind the last one
+        if served and not self.alive:
+            return False
+        greenlet = gevent.getcurrent()
+        self._idle[greenlet] = client
+        try:
+            gevent_socket.wait_read(client.fileno(), timeout=self.limits.idle_seconds)
+        except (TimeoutError, gevent.GreenletExit):
+            return False
+        finally:
+            del self._idle[greenlet]
+        return True
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: Exception) -> None:
+        status, message, allowed = describe(exc, self.cfg)
+        if status == 500:
+            self.log.exception("Error handling request")
+        else:
+            self.log.info("Refused request from %s: %s", (addr or ("",))[0], message)
+        self._send(client, error_response(status, message, allowed))
+
+    def _send(self, client: socket.socket, answer: bytes) -> None:
+        try:
+            client.sendall(answer)
+        except OSError:
+            self.log.debug("Could not send the error answer: the client went away")
+
+
+def worker_class(limits: ClientLimits) -> type[Worker]:
+    """A ``Worker`` subclass carrying ``limits`` (gunicorn takes a worker class, not options)."""
+    return type("BatcomputerWorker", (Worker,), {"limits": limits})
