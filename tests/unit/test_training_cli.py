@@ -36,9 +36,9 @@ def test_a_missing_config_file(capsys, tmp_path):
 
 
 def test_an_unknown_estimator_fails_before_any_data_is_read(capsys, tmp_path, monkeypatch):
-    from batcomputer_training import pipeline
+    from batcomputer_training import datasets
 
-    monkeypatch.setattr(pipeline, "load_raw", lambda config: pytest.fail("data was read"))
+    monkeypatch.setattr(datasets, "read_source", lambda source: pytest.fail("data was read"))
     code, _, err = run(
         capsys, "titanic", "--version", "1.0.0", "--out", str(tmp_path), "--estimator", "Forest"
     )

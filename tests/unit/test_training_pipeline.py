@@ -10,7 +10,7 @@ import pytest
 
 from batcomputer_bundle import bundle, onnx_convert
 from batcomputer_bundle.bundle import CategoricalFeature, NumericFeature
-from batcomputer_training import config, pipeline
+from batcomputer_training import config, datasets, pipeline
 from batcomputer_training.pipeline import TrainingError
 
 TOY = """
@@ -184,6 +184,45 @@ def test_bad_estimators_and_params_are_refused(toy_config, name, params, message
         pipeline.make_estimator(toy_config, name, params)
 
 
+def test_rows_split_reproducibly_into_a_stratified_held_out_share(toy_config):
+    prepared = pipeline.prepare(toy_config, toy_rows())
+    train_rows, test_rows = pipeline.split_rows(toy_config, prepared)
+    assert sorted([*train_rows, *test_rows]) == list(range(len(prepared.table)))
+    assert len(test_rows) == round(len(prepared.table) * toy_config.test_size)
+    again = pipeline.split_rows(toy_config, prepared)
+    assert again[1].tolist() == test_rows.tolist()
+    share = prepared.y.mean()
+    assert abs(prepared.y[test_rows].mean() - share) < 0.05
+
+
+def test_too_few_rows_of_a_flag_to_split_is_an_error(toy_config):
+    prepared = pipeline.prepare(toy_config, toy_rows())
+    prepared.y[:] = 0
+    prepared.y[0] = 1  # one row of a flag cannot be stratified
+    with pytest.raises(TrainingError, match="cannot split the data into train and test rows"):
+        pipeline.split_rows(toy_config, prepared)
+
+
+def test_fit_times_the_fit_and_wants_one_class_per_flag(toy_config):
+    x, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5)
+    model = pipeline.make_estimator(toy_config, "GaussianNB", None)
+    assert pipeline.fit(model, x, y, n_flags=2) >= 0
+    with pytest.raises(TrainingError, match=r"learnt classes .*, not 0\.\.2"):
+        pipeline.fit(model, x, y, n_flags=3)
+    with pytest.raises(TrainingError, match="GaussianNB could not be fitted"):
+        pipeline.fit(model, [*x[:, :1].tolist(), ["x"]], [*y, 0], n_flags=2)
+
+
+def test_the_data_source_record_says_where_rows_came_from_and_how_many_were_used(toy_config):
+    raw = datasets.read_source(toy_config.data)
+    prepared = pipeline.prepare(toy_config, raw.frame)
+    record = pipeline.data_source_record(toy_config, raw, prepared)
+    assert record["files"] == list(raw.files)
+    assert (record["rows_read"], record["rows"]) == (200, 198)
+    assert record["rows_dropped"] == {"no outcome": 1, "area seen < 3 times": 1}
+    assert record["license"] == toy_config.data.license
+
+
 def test_held_out_metrics_for_two_and_more_classes():
     two = pipeline.held_out_metrics(
         np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]]), 12
@@ -198,7 +237,7 @@ def test_held_out_metrics_for_two_and_more_classes():
 
 
 def test_a_new_model_from_local_files_needs_no_code(toy_config, tmp_path):
-    trained = pipeline.train(toy_config)
+    trained = pipeline.train(toy_config, datasets.read_source(toy_config.data))
     folder = pipeline.write_bundle(trained, "0.1.0", tmp_path / "out")
     assert folder == tmp_path / "out" / "toy" / "0.1.0"
     manifest = bundle.verify_folder(folder)
@@ -222,7 +261,9 @@ def test_an_unconvertible_estimator_gives_a_bundle_without_onnx(toy_config, tmp_
         raise onnx_convert.OnnxConversionError(f"skl2onnx cannot convert {type(model).__name__}")
 
     monkeypatch.setattr(onnx_convert, "to_onnx", refuse)
-    trained = pipeline.train(toy_config, estimator="GaussianNB")
+    trained = pipeline.train(
+        toy_config, datasets.read_source(toy_config.data), estimator="GaussianNB"
+    )
     folder = pipeline.write_bundle(trained, "0.2.0", tmp_path)
     manifest = bundle.verify_folder(folder)
     assert manifest["onnx"] is None

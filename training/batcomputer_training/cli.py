@@ -109,7 +109,8 @@ def run(argv: Sequence[str] | None = None) -> Path:
             print(f"[{config.name}] {message}", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    trained = pipeline.train(config, estimator=args.estimator, params=params, log=log)
+    raw = datasets.read_source(config.data)
+    trained = pipeline.train(config, raw, estimator=args.estimator, params=params, log=log)
     folder = pipeline.write_bundle(trained, version, args.out, force=args.force)
     log(f"bundle written in {time.perf_counter() - started:.1f} s: {folder}")
     if not args.quiet:

@@ -10,7 +10,6 @@ it with :mod:`zipfile`; the package is never installed. A second run is offline.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from batcomputer_bundle.bundle import is_sha256_hex, sha256_file
+from batcomputer_training.config import DataSource
 
 KNOWN_WHEEL_SHA256 = {
     # Observed on PyPI when the configs were written; a different file is refused.
@@ -180,6 +180,9 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def clear_cache() -> None:
-    """Remove every cached wheel (the next run downloads again)."""
-    shutil.rmtree(cache_dir(), ignore_errors=True)
+def read_source(source: DataSource) -> RawData:
+    """The rows a configuration's ``[data]`` names: from a data wheel, or local CSV files."""
+    if source.package:
+        return read_wheel_csvs(source.package, source.version or "", source.files, source.sha256)
+    base = source.base_dir or Path.cwd()
+    return read_local_csvs([base / name for name in source.files])

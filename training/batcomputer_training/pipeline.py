@@ -73,16 +73,6 @@ class Prepared:
     dropped: dict[str, int] = field(default_factory=dict)
 
 
-def load_raw(config: Config) -> datasets.RawData:
-    source = config.data
-    if source.package:
-        return datasets.read_wheel_csvs(
-            source.package, source.version or "", source.files, source.sha256
-        )
-    base = source.base_dir or Path.cwd()
-    return datasets.read_local_csvs([base / name for name in source.files])
-
-
 def _require_columns(frame: pd.DataFrame, needed: Mapping[str, str]) -> None:
     missing = {column: why for column, why in needed.items() if column not in frame.columns}
     if missing:
@@ -390,23 +380,18 @@ class Trained:
 
 def train(
     config: Config,
+    raw: datasets.RawData,
     estimator: str | None = None,
     params: Mapping[str, Any] | None = None,
     log: Log | None = None,
 ) -> Trained:
+    """Fit the configured model on ``raw`` (read by the caller: ``datasets.read_source``)."""
     log = log or (lambda message: None)
-    model = make_estimator(config, estimator, params)  # fail fast, before any download
-    raw = load_raw(config)
+    model = make_estimator(config, estimator, params)
     log(f"read {len(raw.frame)} rows from {len(raw.files)} file(s)")
     prepared = prepare(config, raw.frame)
     log(f"{len(prepared.table)} rows after cleaning; dropped: {prepared.dropped or 'none'}")
-    positions = np.arange(len(prepared.table))
-    try:
-        train_rows, test_rows = train_test_split(
-            positions, test_size=config.test_size, random_state=config.seed, stratify=prepared.y
-        )
-    except ValueError as error:
-        raise TrainingError(f"cannot split the data into train and test rows: {error}") from None
+    train_rows, test_rows = split_rows(config, prepared)
     schema = build_schema(config, prepared.table, train_rows)
     table = prepared.table
     x_train = encode(schema.features, table.iloc[train_rows], schema.medians)
@@ -414,18 +399,7 @@ def train(
     y_train, y_test = prepared.y[train_rows], prepared.y[test_rows]
     flags = list(config.target.flags)
 
-    started = time.perf_counter()
-    try:
-        model.fit(x_train, y_train)
-    except (TypeError, ValueError) as error:
-        raise TrainingError(f"{type(model).__name__} could not be fitted: {error}") from None
-    fit_seconds = time.perf_counter() - started
-    if not hasattr(model, "predict_proba"):
-        raise TrainingError(f"{type(model).__name__} gives no probabilities (predict_proba)")
-    if list(model.classes_) != list(range(len(flags))):
-        raise TrainingError(
-            f"the model learnt classes {list(model.classes_)}, not 0..{len(flags) - 1}"
-        )
+    fit_seconds = fit(model, x_train, y_train, len(flags))
     proba_test = model.predict_proba(x_test)
     metrics = held_out_metrics(y_test, proba_test, len(train_rows))
     log(
@@ -434,14 +408,6 @@ def train(
     )
     onnx_bytes, onnx_info, note = _export_onnx(model, x_test, proba_test)
     log(note)
-    data_source = {
-        "description": config.data.description,
-        "files": list(raw.files),
-        "rows": len(prepared.table),
-        "rows_read": prepared.rows_read,
-        "rows_dropped": prepared.dropped,
-        "license": config.data.license,
-    }
     return Trained(
         config=config,
         model=model,
@@ -450,13 +416,54 @@ def train(
         metrics=metrics,
         x_test=x_test,
         proba_test=proba_test,
-        data_source=data_source,
+        data_source=data_source_record(config, raw, prepared),
         onnx_bytes=onnx_bytes,
         onnx_info=onnx_info,
         onnx_note=note,
         fit_seconds=fit_seconds,
         reference_distributions=reference.from_training(schema.features, x_train),
     )
+
+
+def split_rows(config: Config, prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions for training and for the held-out test, stratified by flag."""
+    positions = np.arange(len(prepared.table))
+    try:
+        train_rows, test_rows = train_test_split(
+            positions, test_size=config.test_size, random_state=config.seed, stratify=prepared.y
+        )
+    except ValueError as error:
+        raise TrainingError(f"cannot split the data into train and test rows: {error}") from None
+    return train_rows, test_rows
+
+
+def fit(model: Any, x_train: np.ndarray, y_train: np.ndarray, n_flags: int) -> float:
+    """Fit in place; the seconds it took. The model must give one probability per flag."""
+    started = time.perf_counter()
+    try:
+        model.fit(x_train, y_train)
+    except (TypeError, ValueError) as error:
+        raise TrainingError(f"{type(model).__name__} could not be fitted: {error}") from None
+    fit_seconds = time.perf_counter() - started
+    if not hasattr(model, "predict_proba"):
+        raise TrainingError(f"{type(model).__name__} gives no probabilities (predict_proba)")
+    if list(model.classes_) != list(range(n_flags)):
+        raise TrainingError(
+            f"the model learnt classes {list(model.classes_)}, not 0..{n_flags - 1}"
+        )
+    return fit_seconds
+
+
+def data_source_record(config: Config, raw: datasets.RawData, prepared: Prepared) -> dict[str, Any]:
+    """bundle.json's ``data_source``: where the rows came from and how many were used."""
+    return {
+        "description": config.data.description,
+        "files": list(raw.files),
+        "rows": len(prepared.table),
+        "rows_read": prepared.rows_read,
+        "rows_dropped": prepared.dropped,
+        "license": config.data.license,
+    }
 
 
 def _export_onnx(
