@@ -16,6 +16,8 @@ debian_packages=(
   golang-github-modern-go-reflect2-dev
   # browser, Lua health checks, load tests, Azurite's runtime
   chromium chromium-driver lua5.4 wrk nodejs
+  # Prometheus and promtool: the monitoring tests check the chart's rules and scrape pods
+  prometheus
 )
 # nodesource's nodejs already carries npm and conflicts with Debian's npm package.
 command -v npm >/dev/null 2>&1 || debian_packages+=(npm)
