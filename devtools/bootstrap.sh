@@ -95,7 +95,8 @@ ensure_venv() {
   local venv="$repo_root/.venv"
   local stamp="$venv/.batcomputer-pyproject.sha256"
   local wanted
-  wanted="$(sha256sum "$repo_root/pyproject.toml" | cut -d' ' -f1)"
+  # Both distributions: the product and the developer tooling.
+  wanted="$(cat "$repo_root/pyproject.toml" "$repo_root/devtools/pyproject.toml" | sha256sum | cut -d' ' -f1)"
   if [[ -x $venv/bin/python && -e $stamp && "$(cat "$stamp")" == "$wanted" ]]; then
     log "Python venv: up to date"
     return
@@ -104,8 +105,11 @@ ensure_venv() {
     log "creating $venv"
     python3 -m venv "$venv"
   fi
-  log "pip install -e '.[dev]'"
-  "$venv/bin/pip" install -q -e "$repo_root[dev]"
+  # Product first, then the tooling: the tooling's commands must outlive the
+  # product's reinstall when an older layout had them in the product.
+  log "pip install -e '.[server,train,operator]'; pip install -e devtools"
+  "$venv/bin/pip" install -q -e "$repo_root[server,train,operator]"
+  "$venv/bin/pip" install -q -e "$repo_root/devtools"
   printf '%s\n' "$wanted" >"$stamp"
 }
 
