@@ -21,6 +21,11 @@ BUNDLE_FILES = (*PICKLE_FILES, ONNX_FILE)
 DIGEST_PREFIX = "sha256:"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
+# Keys of a blob credentials Secret, which is mounted read-only into the fetch container
+# as files of these names (batcomputer-fetch --credentials-dir); set one of them.
+CONNECTION_STRING_FILE = "connectionString"
+SAS_TOKEN_FILE = "sasToken"
+
 # batcomputer-fetch exit codes; the operator turns the non-zero ones into Stalled reasons.
 EXIT_OK = 0
 EXIT_USAGE = 2
