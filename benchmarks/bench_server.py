@@ -104,11 +104,12 @@ print(json.dumps(_in_process_here({str(folder)!r})))
 def _in_process_here(folder: str) -> dict[str, float]:
     import sklearn
 
-    from batcomputer_server import safe_pickle
+    from batcomputer_bundle import bundle, safe_pickle
     from batcomputer_server.engines import OnnxEngine
     from batcomputer_server.predictor import Predictor
 
-    model = safe_pickle.load_file(Path(folder) / "model.pkl")
+    model_types = bundle.read_manifest(Path(folder))["model_types"]
+    model = safe_pickle.load_model((Path(folder) / "model.pkl").read_bytes(), model_types)
     engine = OnnxEngine((Path(folder) / "model.onnx").read_bytes())
     predictor = Predictor.load(folder)
     rows = np.asarray(json.loads((Path(folder) / "bundle.json").read_text())["self_check"]["rows"])

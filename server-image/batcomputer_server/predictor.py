@@ -129,8 +129,8 @@ class Predictor:
         """Verify, unpickle (restricted) and cross-check a bundle folder."""
         folder = Path(folder)
         manifest = bundle.verify_folder(folder, pinned)
-        lookup = _unpickle(folder / bundle.LOOKUP_FILE)
-        flags = _unpickle(folder / bundle.FLAGS_FILE)
+        lookup = _unpickle(folder / bundle.LOOKUP_FILE, safe_pickle.load_data)
+        flags = _unpickle(folder / bundle.FLAGS_FILE, safe_pickle.load_data)
         if not isinstance(flags, list | tuple) or not all(isinstance(f, str) for f in flags):
             raise BundleError("flags.pkl must hold a list of class labels (strings)")
         if list(flags) != list(manifest["flags"]):
@@ -140,7 +140,10 @@ class Predictor:
         features = _features(lookup, manifest_names)
 
         def load_model() -> Any:
-            model = _unpickle(folder / bundle.MODEL_FILE)
+            model_types = manifest.get("model_types")
+            model = _unpickle(
+                folder / bundle.MODEL_FILE, lambda data: safe_pickle.load_model(data, model_types)
+            )
             _check_shapes(engines.SklearnEngine(model), features, flags)
             return model
 
@@ -345,9 +348,9 @@ class Predictor:
             raise BundleError("self-check failed: probabilities for an example do not sum to 1")
 
 
-def _unpickle(path: Path) -> Any:
+def _unpickle(path: Path, reader: Callable[[bytes], Any]) -> Any:
     try:
-        return safe_pickle.load_file(path)
+        return reader(path.read_bytes())
     except safe_pickle.UnsafePickleError as error:
         raise BundleError(f"{path.name}: {error}") from None
     except Exception as error:

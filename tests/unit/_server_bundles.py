@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from batcomputer_bundle import bundle, onnx_convert
+from batcomputer_bundle import bundle, onnx_convert, safe_pickle
 
 LOOKUP = {
     "sex": {"female": 0, "male": 1},
@@ -58,6 +58,7 @@ def write_bundle(
     with_onnx: bool = True,
     with_self_check: bool = True,
     manifest_features: list[dict[str, Any]] | None = None,
+    model_types: list[str] | None = None,
 ) -> Path:
     """Write a complete, consistent bundle (unless told otherwise) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,8 @@ def write_bundle(
         (bundle.FLAGS_FILE, flags),
     ):
         (folder / name).write_bytes(pickle.dumps(content, protocol=5))
+    if model_types is None:
+        model_types = safe_pickle.global_names((folder / bundle.MODEL_FILE).read_bytes())
     features = bundle.features_from_lookup(
         lookup, feature_order=[entry["name"] for entry in manifest_features or []] or None
     )
@@ -99,6 +102,7 @@ def write_bundle(
             "python_version": "3.11",
             "sklearn_version": "1.9.1",
             "estimator": type(model).__name__,
+            "model_types": model_types,
             "params": {},
             "features": manifest_features or [bundle.feature_to_json(f) for f in features],
             "flags": list(flags),

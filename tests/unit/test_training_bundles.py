@@ -6,13 +6,13 @@ import pickle
 import numpy as np
 import pytest
 
-from batcomputer_bundle import bundle, onnx_convert
+from batcomputer_bundle import bundle, onnx_convert, safe_pickle
 from batcomputer_dev.pytest_bundles import train_bundle
 
 MANIFEST_KEYS = {
     "format", "name", "version", "created_at", "python_version", "sklearn_version",
     "estimator", "params", "features", "flags", "files", "schema_digest", "metrics",
-    "data_source", "self_check", "onnx",
+    "data_source", "self_check", "onnx", "model_types",
 }  # fmt: skip
 MODELS = ("titanic", "crime")
 
@@ -66,6 +66,22 @@ def test_self_check_rows_reproduce_and_onnx_agrees(trained_bundles, model):
     assert onnx["opset"] >= 9
     onnx_bytes = (folder / "model.onnx").read_bytes()
     assert onnx_convert.max_abs_difference(onnx_bytes, rows, check["probabilities"]) <= 1e-5
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_server_readers_load_the_real_bundle(trained_bundles, model):
+    folder = trained_bundles[model]
+    manifest = bundle.read_manifest(folder)
+    data = (folder / "model.pkl").read_bytes()
+    assert manifest["model_types"] == safe_pickle.global_names(data)
+    assert "sklearn.ensemble._forest.RandomForestClassifier" in manifest["model_types"]
+    assert set(manifest["model_types"]) <= set(safe_pickle.MODEL_ALLOW_LIST)
+    estimator = safe_pickle.load_model(data, manifest["model_types"])
+    check = manifest["self_check"]
+    assert np.array_equal(estimator.predict_proba(np.array(check["rows"])), check["probabilities"])
+    for name in ("lookup.pkl", "flags.pkl"):
+        # Plain Python values only: the data reader refuses NumPy scalars.
+        assert safe_pickle.load_data((folder / name).read_bytes()) == load(folder, name)
 
 
 def test_titanic_is_the_benchmarked_forest_with_reasonable_metrics(trained_bundles):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batcomputer_bundle import bundle, onnx_convert
+from batcomputer_bundle import bundle, onnx_convert, safe_pickle
 from batcomputer_bundle.bundle import CategoricalFeature, NumericFeature
 from batcomputer_training import config, datasets, pipeline
 from batcomputer_training.pipeline import TrainingError
@@ -254,6 +254,22 @@ def test_a_new_model_from_local_files_needs_no_code(toy_config, tmp_path):
     before = json.loads((folder / "bundle.json").read_text())["created_at"]
     assert pipeline.write_bundle(trained, "0.1.0", tmp_path / "out", force=True) == folder
     assert json.loads((folder / "bundle.json").read_text())["created_at"] >= before
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    ["RandomForestClassifier", "LogisticRegression", "GradientBoostingClassifier", "GaussianNB"],
+)
+def test_each_preset_estimator_records_the_types_the_server_needs(toy_config, tmp_path, estimator):
+    trained = pipeline.train(toy_config, datasets.read_source(toy_config.data), estimator=estimator)
+    folder = pipeline.write_bundle(trained, "0.1.0", tmp_path)
+    manifest = bundle.verify_folder(folder)
+    data = (folder / bundle.MODEL_FILE).read_bytes()
+    assert manifest["model_types"] == safe_pickle.global_names(data)
+    loaded = safe_pickle.load_model(data, manifest["model_types"])
+    assert type(loaded).__name__ == estimator
+    lookup = safe_pickle.load_data((folder / bundle.LOOKUP_FILE).read_bytes())
+    assert bundle.features_from_lookup(lookup) == trained.schema.features
 
 
 def test_an_unconvertible_estimator_gives_a_bundle_without_onnx(toy_config, tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ from sklearn import metrics as skmetrics
 from sklearn.base import ClassifierMixin
 from sklearn.model_selection import train_test_split
 
-from batcomputer_bundle import bundle, onnx_convert, reference
+from batcomputer_bundle import bundle, onnx_convert, reference, safe_pickle
 from batcomputer_bundle.bundle import CategoricalFeature, Feature, NumericFeature
 from batcomputer_training import datasets
 from batcomputer_training.config import Config, FeatureSpec, Target
@@ -579,6 +579,10 @@ def write_bundle(trained: Trained, version: str, out: Path, force: bool = False)
             (staging / bundle.ONNX_FILE).write_bytes(trained.onnx_bytes)
             names.append(bundle.ONNX_FILE)
         manifest = manifest_for(trained, version)
+        # The exact classes the server may resolve when it has to unpickle the model.
+        manifest["model_types"] = safe_pickle.global_names(
+            (staging / bundle.MODEL_FILE).read_bytes()
+        )
         manifest["files"] = bundle.describe_files(staging, names)
         bundle.write_manifest(staging, _ordered(manifest))
         bundle.verify_folder(staging)
@@ -594,7 +598,7 @@ def write_bundle(trained: Trained, version: str, out: Path, force: bool = False)
 
 _KEY_ORDER = (
     "name", "version", "description", "created_at", "python_version", "sklearn_version",
-    "estimator", "params", "features", "flags", "files", "schema_digest", "metrics",
+    "estimator", "model_types", "params", "features", "flags", "files", "schema_digest", "metrics",
     "data_source", "preprocessing", "training", "self_check", "onnx", reference.MANIFEST_KEY,
 )  # fmt: skip
 
