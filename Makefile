@@ -18,7 +18,8 @@ demo: images
 	$(BIN)/batcomputer-demo
 
 # pytest exits 5 when it collects nothing, so an empty run fails the target too.
-# This target brought the cluster up, so its last test may take it down again.
+# This target brought the cluster up, so the session takes it down again at its end
+# (and checks the host is restored): BATCOMPUTER_TEST_TEARDOWN=1.
 test: images
 	BATCOMPUTER_TEST_TEARDOWN=1 $(BIN)/pytest || { status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \

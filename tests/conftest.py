@@ -26,5 +26,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Cheap tiers first, so a broken unit fails the run in seconds rather than after
     # the cluster tiers.
     items.sort(key=lambda item: _TIERS.index(_tier(item)) if _tier(item) in _TIERS else 0)
-    # The cluster teardown test stops the shared local cluster: it goes after everything.
-    items.sort(key=lambda item: Path(item.fspath).name == "test_zz_teardown.py")

@@ -5,7 +5,12 @@ Fixtures (session-scoped):
 - ``kube_cluster``: by default the embedded local cluster (`batcomputer-cluster`),
   brought up when it is not running and reused when it is. Needs root.
   ``BATCOMPUTER_USE_EXISTING_CLUSTER=1`` uses the cluster ``KUBECONFIG`` points at
-  (kind, k3d, minikube, a cloud cluster) as it is, with ``kubectl`` from PATH.
+  (kind, k3d, minikube, a cloud cluster) as it is, with ``kubectl`` from PATH;
+  the variables that needs are checked once, before any test runs
+  (``existing_cluster_problems``).
+  At the end of the session the local cluster is stopped, and the host checked
+  for anything it left behind, when this session started it or
+  ``BATCOMPUTER_TEST_TEARDOWN=1`` (see ``cluster_teardown``).
   ``BATCOMPUTER_USE_KIND=1`` creates a kind cluster through pytest-kind, which
   downloads kind and needs a Docker engine and internet access (not available
   on the project's own build machines).
@@ -22,7 +27,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,11 +36,13 @@ import pytest
 from batcomputer_dev import cluster_config as cfg
 from batcomputer_dev import images
 from batcomputer_dev.cluster import LocalCluster
+from batcomputer_dev.cluster_teardown import down_and_verify, teardown_wanted
 from batcomputer_dev.k8s_build import ensure_binaries
 
 USE_EXISTING = "BATCOMPUTER_USE_EXISTING_CLUSTER"
 USE_KIND = "BATCOMPUTER_USE_KIND"
 IMAGE_VARIABLES = {"server": "BATCOMPUTER_SERVER_IMAGE", "operator": "BATCOMPUTER_OPERATOR_IMAGE"}
+HOST_IP = "BATCOMPUTER_HOST_IP"
 
 
 @dataclass
@@ -78,11 +85,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     On a fresh machine the Kubernetes binaries take minutes to build and the
     images a few more; inside a fixture that time would count against the first
-    test's timeout. Only what the selected tests use is built.
+    test's timeout. Only what the selected tests use is built. On an existing
+    cluster nothing is built; instead a missing variable ends the run here, with
+    one message, rather than as an error in every test that needs it.
     """
-    if os.environ.get(USE_KIND) == "1" or os.environ.get(USE_EXISTING) == "1":
-        return
     used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if os.environ.get(USE_KIND) == "1":
+        return
+    if os.environ.get(USE_EXISTING) == "1":
+        problems = existing_cluster_problems(os.environ, used, shutil.which("kubectl"))
+        if problems:
+            pytest.exit(
+                f"{USE_EXISTING}=1 needs:\n  " + "\n  ".join(problems),
+                returncode=pytest.ExitCode.USAGE_ERROR,
+            )
+        return
     kinds = [kind for kind in images.IMAGES if f"{kind}_image" in used]
     if "kube_cluster" not in used and not kinds:
         return
@@ -94,6 +111,27 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             images.build_images(kinds)
 
 
+def existing_cluster_problems(
+    environ: Mapping[str, str], used_fixtures: Collection[str], kubectl: str | None
+) -> list[str]:
+    """What the selected tests need on an existing cluster and the environment lacks."""
+    problems = []
+    if "kube_cluster" in used_fixtures:
+        if not environ.get("KUBECONFIG"):
+            problems.append("KUBECONFIG: the kubeconfig of the cluster to test against")
+        if kubectl is None:
+            problems.append("kubectl on PATH")
+    for kind, variable in IMAGE_VARIABLES.items():
+        if f"{kind}_image" in used_fixtures and not environ.get(variable):
+            problems.append(f"{variable}: the {kind} image, in a registry the cluster pulls from")
+    if "pod_azurite" in used_fixtures and not environ.get(HOST_IP):
+        problems.append(
+            f"{HOST_IP}: an address of this machine that pods can reach "
+            "(the tests start Azurite for the pods on it)"
+        )
+    return problems
+
+
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
     if os.environ.get(USE_KIND) == "1":
@@ -101,7 +139,20 @@ def kube_cluster() -> Iterator[KubeCluster]:
     elif os.environ.get(USE_EXISTING) == "1":
         yield _existing_cluster()
     else:
-        yield _local_cluster()
+        cluster = _local_cluster()
+        yield cluster
+        if teardown_wanted(cluster.kind, cluster.started_by_this_session, os.environ):
+            _tear_down_local_cluster()
+
+
+def _tear_down_local_cluster() -> None:
+    """`batcomputer-cluster down` at the session's end; any change it leaves fails the run."""
+    changes = down_and_verify(LocalCluster())
+    if changes:
+        pytest.fail(
+            "batcomputer-cluster down left the host changed:\n  " + "\n  ".join(changes),
+            pytrace=False,
+        )
 
 
 def _local_cluster() -> KubeCluster:
@@ -124,7 +175,7 @@ def _existing_cluster() -> KubeCluster:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail(f"{USE_EXISTING}=1 needs kubectl on PATH")
-    return KubeCluster("existing", Path(kubeconfig), kubectl, os.environ.get("BATCOMPUTER_HOST_IP"))
+    return KubeCluster("existing", Path(kubeconfig), kubectl, os.environ.get(HOST_IP))
 
 
 def _kind_cluster() -> Iterator[KubeCluster]:
