@@ -167,12 +167,15 @@ class Worker(GeventWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # Greenlets waiting for the next request on a kept-alive connection.
         self._idle: dict[Any, socket.socket] = {}
+        self._in_flight: set[Any] = set()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         gevent.spawn(self._close_idle_connections)
 
     def _close_idle_connections(self) -> None:
+        for request in self._in_flight:
+            request.force_close()  # answered with Connection: close
         for greenlet, client in list(self._idle.items()):
             if not _readable(client):  # a request already on its way is still served
                 greenlet.kill(block=False)
@@ -196,10 +199,12 @@ class Worker(GeventWorker):  # type: ignore[misc]
                 body = request.body
                 _limit_chunk_sizes(body, self.limits.max_body_bytes)
                 request.body = _DeadlineBody(body, self.limits.body_seconds)
+                self._in_flight.add(request)
                 try:
                     # Raises StopIteration when the answer closes the connection.
                     self.handle_request(listener_name, request, client, addr)
                 finally:
+                    self._in_flight.discard(request)
                     request.body = body
                 served += 1
                 if not parser.finish_body(deadline=time.monotonic() + _DRAIN_SECONDS):

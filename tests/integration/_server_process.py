@@ -24,6 +24,11 @@ class RunningServer:
     log: Path
     tmpdir: Path
     home: Path
+    process: subprocess.Popen
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -70,9 +75,10 @@ def running_server(
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_health(url, process, log)
-        yield RunningServer(url=url, log=log, tmpdir=tmpdir, home=home)
+        yield RunningServer(url=url, log=log, tmpdir=tmpdir, home=home, process=process)
     finally:
-        process.send_signal(signal.SIGTERM)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
