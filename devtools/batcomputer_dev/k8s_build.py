@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tarfile
@@ -39,10 +40,24 @@ def binaries_present(bin_dir: Path) -> bool:
 
 
 def ensure_binaries() -> Path:
-    """The directory holding every cluster binary, building them first when missing."""
+    """The directory holding every cluster binary, building them first when missing.
+
+    Two commands that both find the cache cold (a demo and a test run, say) would
+    build into the same work folder and wreck each other's tree, so the build holds
+    a lock and the second one waits for the first one's binaries.
+    """
     bin_dir = binaries_dir()
     if binaries_present(bin_dir):
         return bin_dir
+    k8s_cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(k8s_cache_dir() / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binaries_present(bin_dir):
+            return bin_dir
+        return _build_binaries(bin_dir)
+
+
+def _build_binaries(bin_dir: Path) -> Path:
     say(f"Kubernetes {cfg.K8S_VERSION} binaries not cached; building into {bin_dir}")
     say("cold build: about 7 minutes on 2 cores (apiserver, controller-manager, scheduler,")
     say("kubectl, then kubelet and kube-proxy without cloud providers)")
