@@ -13,7 +13,7 @@ against one fresh namespace, and per round measures, from the API write:
 * failure detected: a bump to a version whose blob is missing until Stalled=True;
 * revert of the failure: back to the serving version until Ready=True again.
 
-Prints figures only, with the load average (the cores are shared).
+Prints figures only, with the load average (other load on the machine moves them).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP adapter: the Flask app factory, routes over the predictor as the contract's §2.
+"""The HTTP adapter: the Flask app factory, the routes docs/contract.md lists over the predictor.
 
 Every client mistake becomes a 4xx JSON body ``{"error", "field", "allowed"}``
 (``scoring.error_body``); a wrong method also names the allowed ones in ``Allow``.

@@ -111,7 +111,7 @@ FETCH_ERRORS = (
 
 
 def exit_code_for(error: Exception) -> int:
-    """The documented exit code (contract §3) for one of ``FETCH_ERRORS``."""
+    """The documented exit code (docs/contract.md, "The fetcher") for one of ``FETCH_ERRORS``."""
     return next(code for kinds, code in _EXIT_CODES if isinstance(error, kinds))
 
 

@@ -245,7 +245,7 @@ def build_schema(config: Config, table: pd.DataFrame, train_rows: np.ndarray) ->
 def encode(
     features: Sequence[Feature], table: pd.DataFrame, medians: Mapping[str, float] | None = None
 ) -> np.ndarray:
-    """The float64 matrix: one column per feature in schema order (design.md, "The bundle")."""
+    """The float64 matrix: one column per feature in schema order (docs/architecture.md)."""
     medians = medians or {}
     columns = []
     for feature in features:
