@@ -173,14 +173,6 @@ def feature_to_json(feature: Feature) -> dict[str, Any]:
     }
 
 
-def feature_from_json(data: Mapping[str, Any]) -> Feature:
-    if data.get("type") == "categorical":
-        return CategoricalFeature(
-            name=data["name"], codes={label: code for code, label in enumerate(data["values"])}
-        )
-    return _numeric_from_lookup(data["name"], data)
-
-
 def schema_digest(features: Sequence[Feature], flags: Sequence[str]) -> str:
     """A digest of the scoring API: it changes exactly when a MAJOR version bump is due."""
     canonical = json.dumps(
