@@ -27,9 +27,10 @@ import swagger_ui_bundle
 from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from batcomputer_server import openapi, scoring, wsgi
+from batcomputer_server import monitoring, openapi, scoring, wsgi
 from batcomputer_server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from batcomputer_server.metrics import Metrics
+from batcomputer_server.oip_routes import oip_blueprint
 from batcomputer_server.predictor import Predictor
 
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -148,7 +149,19 @@ def create_app(
         _log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, "internal error; see the server log")
 
-    scorer = scoring.Scorer(predictor, metrics, max_batch_rows, load_error)
+    drift = monitoring.input_drift(predictor, metrics)
+    scorer = scoring.Scorer(
+        predictor, metrics, max_batch_rows, load_error, observe_rows=drift.observe_rows
+    )
+    app.register_blueprint(
+        oip_blueprint(
+            predictor,
+            metrics=metrics,
+            max_batch_rows=max_batch_rows,
+            load_error=load_error,
+            observe_rows=drift.observe_rows,
+        )
+    )
 
     @app.post("/api/predict")
     def predict() -> Response:
@@ -183,6 +196,7 @@ def create_app(
         }
         if predictor is not None:
             body.update(predictor.info())
+            body["drift"] = drift.report()
         else:
             body["error"] = load_error
         body["versions"] = versions

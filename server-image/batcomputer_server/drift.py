@@ -122,6 +122,7 @@ class DriftMonitor:
         self._rows_per_request = rows_per_request
         self._clock = clock
         self._published_at = -math.inf
+        self._published_any = False
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -143,7 +144,8 @@ class DriftMonitor:
             else:
                 self._observe_numbers(name, state, values)
         now = self._clock()
-        if now - self._published_at >= PUBLISH_INTERVAL_SECONDS:
+        # At most once a second, but at once when the first windows fill.
+        if now - self._published_at >= PUBLISH_INTERVAL_SECONDS or not self._published_any:
             self._published_at = now
             self._publish_psi()
 
@@ -199,6 +201,7 @@ class DriftMonitor:
             value = self._psi(state)
             if value is not None:
                 self._sink.psi(name, value)
+                self._published_any = True
 
     def report(self) -> dict[str, Any]:
         """What ``/api/info`` shows: per input, this server process's window and counts."""

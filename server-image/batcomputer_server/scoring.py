@@ -7,6 +7,7 @@ module knows of Flask, WSGI or sockets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -57,6 +58,10 @@ def _parse_body(body: bytes) -> Any:
         raise _MalformedJSONError(f"the request body is not valid JSON: {error}") from None
 
 
+def _ignore(_: Any) -> None:
+    pass
+
+
 class Scorer:
     """POST /api/predict from content type and body to status and JSON bytes."""
 
@@ -66,8 +71,11 @@ class Scorer:
         metrics: Metrics,
         max_batch_rows: int,
         load_error: str | None,
+        observe_rows: Callable[[Any], None] | None = None,
     ) -> None:
         self._predictor = predictor
+        # Input drift sees every parsed body, refused or not (see drift.py).
+        self._observe_rows = observe_rows or _ignore
         self._metrics = metrics
         self._max_batch_rows = max_batch_rows
         self._load_error = load_error
@@ -80,6 +88,7 @@ class Scorer:
             return 415, error_body("send the inputs as JSON with Content-Type: application/json")
         try:
             inputs = _parse_body(body)
+            self._observe_rows(inputs)
             if type(inputs) is list:
                 if len(inputs) > self._max_batch_rows:
                     limit = {"minimum": 1, "maximum": self._max_batch_rows}
