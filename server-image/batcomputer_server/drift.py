@@ -33,6 +33,7 @@ WINDOW_ROWS = 1000
 MIN_ROWS = 100
 ROWS_PER_REQUEST = 256
 PUBLISH_INTERVAL_SECONDS = 1.0
+PUBLISH_EVERY_ROWS = 100
 _SHARE_FLOOR = 1e-4
 
 
@@ -123,6 +124,7 @@ class DriftMonitor:
         self._clock = clock
         self._published_at = -math.inf
         self._published_any = False
+        self._rows_since_publish = 0
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -137,16 +139,23 @@ class DriftMonitor:
         if len(rows) > self._rows_per_request:
             step = len(rows) / self._rows_per_request
             rows = [rows[int(i * step)] for i in range(self._rows_per_request)]
+        self._rows_since_publish += len(rows)
         for name, state in self._states.items():
             values = [row.get(name) for row in rows if type(row) is dict]
             if state.labels is not None:
                 self._observe_labels(name, state, state.labels, values)
             else:
                 self._observe_numbers(name, state, values)
+        # Scores cost more than observing, so they are published every hundred rows or
+        # every second, whichever comes first (and at once when the first window fills).
         now = self._clock()
-        # At most once a second, but at once when the first windows fill.
-        if now - self._published_at >= PUBLISH_INTERVAL_SECONDS or not self._published_any:
+        if (
+            self._rows_since_publish >= PUBLISH_EVERY_ROWS
+            or now - self._published_at >= PUBLISH_INTERVAL_SECONDS
+            or not self._published_any
+        ):
             self._published_at = now
+            self._rows_since_publish = 0
             self._publish_psi()
 
     def _observe_labels(
