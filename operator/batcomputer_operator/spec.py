@@ -5,6 +5,7 @@ exists because a BatModel may come from an older CRD revision, and an operator
 that builds Deployments from unchecked input would fail far from the cause.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import semver
 
 from batcomputer_bundle.names import PICKLE_FILES
+from batcomputer_operator.rollout_spec import RolloutError, RolloutSpec, Strategy, parse_rollout
 
 SHA256_FILES = PICKLE_FILES
 MAX_REPLICAS = 100
@@ -39,6 +41,7 @@ class BatModelSpec:
     resources: Mapping[str, Any] | None = None
     ingress: IngressSpec | None = None
     server_image: str | None = None
+    rollout: RolloutSpec = dataclasses.field(default_factory=RolloutSpec)
 
 
 def parse_spec(raw: Mapping[str, Any]) -> BatModelSpec:
@@ -60,6 +63,7 @@ def parse_spec(raw: Mapping[str, Any]) -> BatModelSpec:
         resources=_parse_resources(raw.get("resources")),
         ingress=_parse_ingress(raw.get("ingress")),
         server_image=raw.get("serverImage") or None,
+        rollout=_parse_rollout(raw),
     )
 
 
@@ -105,3 +109,18 @@ def _parse_ingress(ingress: Any) -> IngressSpec | None:
     return IngressSpec(
         path=path, host=ingress.get("host") or None, class_name=ingress.get("className") or None
     )
+
+
+def _parse_rollout(raw: Mapping[str, Any]) -> RolloutSpec:
+    try:
+        rollout = parse_rollout(raw.get("rollout"))
+    except RolloutError as error:
+        raise SpecError(str(error)) from None
+    replicas = raw.get("replicas", 1)
+    if rollout.strategy is Strategy.CANARY and replicas == 1:
+        # Canary weights are replica shares of the Service (see rollout.replica_split).
+        raise SpecError(
+            "spec.rollout.strategy: Canary splits traffic by pods and needs spec.replicas "
+            "of at least 2 (1 gives no share between 0 and 100 %)"
+        )
+    return rollout
