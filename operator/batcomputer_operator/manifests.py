@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from batcomputer_bundle.names import CONNECTION_STRING_FILE, SAS_TOKEN_FILE
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.naming import (
     SERVING_ANNOTATION,
@@ -30,10 +31,20 @@ BUNDLE_DIR = "/bundle"
 RUN_AS = 10001
 DRAIN_SECONDS = 5
 
-_SECRET_ENV = (
-    ("AZURE_STORAGE_CONNECTION_STRING", "connectionString"),
-    ("AZURE_STORAGE_SAS_TOKEN", "sasToken"),
-)
+CREDENTIALS_DIR = "/var/run/secrets/batcomputer.io/blob"
+# Files readable by the pod's group (fsGroup) only, never written.
+CREDENTIALS_MODE = 0o440
+# Sized for the bundled models (a bundle of a few MiB): the fetcher streams each blob to
+# disk, the server holds the model once per worker. CPU has requests but no limits: a
+# limit throttles a busy server's latency while idle cores wait.
+DEFAULT_FETCH_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"memory": "256Mi"},
+}
+DEFAULT_SERVER_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "512Mi"},
+}
 
 
 @dataclass(frozen=True)
@@ -87,25 +98,26 @@ def _fetch_container(spec: BatModelSpec, image: str) -> dict:
             {"name": "bundle", "mountPath": BUNDLE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
+        # Nothing secret in the environment: credentials arrive as files.
         "env": [],
+        "resources": _resources(spec.fetch_resources, DEFAULT_FETCH_RESOURCES),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": _container_security(),
     }
     if spec.credentials_secret:
-        container["env"] = [
-            {
-                "name": env_name,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": spec.credentials_secret,
-                        "key": key,
-                        "optional": True,
-                    }
-                },
-            }
-            for env_name, key in _SECRET_ENV
+        container["args"] = [*args, "--credentials-dir", CREDENTIALS_DIR]
+        container["volumeMounts"] = [
+            *container["volumeMounts"],
+            {"name": "blob-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
         ]
     return container
+
+
+def _resources(given: Mapping[str, Any] | None, default: Mapping[str, Any]) -> dict:
+    """The BatModel's requests and limits as given, else the defaults: merging the two could
+    leave a default request above a limit the user set."""
+    chosen = given or default
+    return {key: dict(value) for key, value in chosen.items()}
 
 
 def _server_container(spec: BatModelSpec, image: str) -> dict:
@@ -135,13 +147,12 @@ def _server_container(spec: BatModelSpec, image: str) -> dict:
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "env": [],
+        "resources": _resources(spec.resources, DEFAULT_SERVER_RESOURCES),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": _container_security(),
     }
     if spec.ingress is not None:
         container["env"] = [{"name": "BATCOMPUTER_ROOT_PATH", "value": spec.ingress.path}]
-    if spec.resources:
-        container["resources"] = {key: dict(value) for key, value in spec.resources.items()}
     return container
 
 
@@ -195,8 +206,26 @@ def _pod_spec(spec: BatModelSpec, image: str) -> dict:
         "volumes": [
             {"name": "bundle", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
+            *_credentials_volume(spec),
         ],
     }
+
+
+def _credentials_volume(spec: BatModelSpec) -> list[dict]:
+    if not spec.credentials_secret:
+        return []
+    # optional: a missing Secret (or key) means anonymous access, which storage refuses
+    # with a clear AuthenticationFailed instead of a pod stuck in ContainerCreating.
+    secret = {
+        "secretName": spec.credentials_secret,
+        "optional": True,
+        "defaultMode": CREDENTIALS_MODE,
+        "items": [
+            {"key": CONNECTION_STRING_FILE, "path": CONNECTION_STRING_FILE},
+            {"key": SAS_TOKEN_FILE, "path": SAS_TOKEN_FILE},
+        ],
+    }
+    return [{"name": "blob-credentials", "secret": secret}]
 
 
 def _stamped(template: dict) -> dict:

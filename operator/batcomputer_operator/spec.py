@@ -39,6 +39,7 @@ class BatModelSpec:
     sha256: tuple[tuple[str, str], ...] = ()
     replicas: int = 1
     resources: Mapping[str, Any] | None = None
+    fetch_resources: Mapping[str, Any] | None = None
     ingress: IngressSpec | None = None
     server_image: str | None = None
     rollout: RolloutSpec = dataclasses.field(default_factory=RolloutSpec)
@@ -60,7 +61,8 @@ def parse_spec(raw: Mapping[str, Any]) -> BatModelSpec:
         credentials_secret=source.get("credentialsSecret") or None,
         sha256=_parse_sha256(source.get("sha256") or {}),
         replicas=_parse_replicas(raw.get("replicas", 1)),
-        resources=_parse_resources(raw.get("resources")),
+        resources=_parse_resources(raw.get("resources"), "spec.resources"),
+        fetch_resources=_parse_resources(_fetch(raw).get("resources"), "spec.fetch.resources"),
         ingress=_parse_ingress(raw.get("ingress")),
         server_image=raw.get("serverImage") or None,
         rollout=_parse_rollout(raw),
@@ -92,11 +94,21 @@ def _parse_replicas(replicas: Any) -> int:
     return replicas
 
 
-def _parse_resources(resources: Any) -> Mapping[str, Any] | None:
+def _fetch(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    fetch = raw.get("fetch") or {}
+    if not isinstance(fetch, Mapping):
+        raise SpecError(f"spec.fetch: {fetch!r} is not an object with resources")
+    return fetch
+
+
+def _parse_resources(resources: Any, field: str) -> Mapping[str, Any] | None:
     if not resources:
         return None
     if not isinstance(resources, Mapping) or set(resources) - {"limits", "requests"}:
-        raise SpecError("spec.resources: only limits and requests are allowed")
+        raise SpecError(f"{field}: only limits and requests are allowed")
+    for key, value in resources.items():
+        if value and not isinstance(value, Mapping):
+            raise SpecError(f"{field}.{key}: {value!r} is not a map of resource to quantity")
     return {key: dict(value) for key, value in resources.items() if value}
 
 

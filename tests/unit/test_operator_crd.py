@@ -118,3 +118,14 @@ def test_replicas_and_ingress_rules():
     assert (replicas["minimum"], replicas["maximum"], replicas["default"]) == (0, 100, 1)
     assert _pattern("ingress", "path").match("/models/crime")
     assert not _pattern("ingress", "path").match("models/crime")
+
+
+@pytest.mark.parametrize(
+    ("quantity", "valid"),
+    [("100m", True), ("1.5Gi", True), ("2", True), ("1e3", True), ("1 GB", False), ("lots", False)],
+)
+def test_fetch_resources_take_kubernetes_quantities(quantity, valid):
+    resources = SPEC["properties"]["fetch"]["properties"]["resources"]["properties"]
+    for section in ("requests", "limits"):
+        rule = re.compile(resources[section]["additionalProperties"]["pattern"])
+        assert bool(rule.match(quantity)) is valid

@@ -111,24 +111,34 @@ def test_fetch_runs_first_with_pinned_digests():
     assert fetch["env"] == []
 
 
-def test_fetch_reads_credentials_from_the_secret_when_named():
+def test_fetch_reads_credentials_from_the_secret_mounted_as_read_only_files():
     spec = _spec(source={"uri": URI, "credentialsSecret": "blob-reader"})
-    fetch, server = _containers(deployment(OWNER, spec, CONFIG))
-    assert fetch["env"] == [
-        {
-            "name": "AZURE_STORAGE_CONNECTION_STRING",
-            "valueFrom": {
-                "secretKeyRef": {"name": "blob-reader", "key": "connectionString", "optional": True}
-            },
+    manifest = deployment(OWNER, spec, CONFIG)
+    fetch, server = _containers(manifest)
+    credentials_dir = "/var/run/secrets/batcomputer.io/blob"
+    assert fetch["args"][-2:] == ["--credentials-dir", credentials_dir]
+    assert {
+        "name": "blob-credentials",
+        "mountPath": credentials_dir,
+        "readOnly": True,
+    } in fetch["volumeMounts"]
+    assert {
+        "name": "blob-credentials",
+        "secret": {
+            "secretName": "blob-reader",
+            "optional": True,
+            "defaultMode": 0o440,
+            "items": [
+                {"key": "connectionString", "path": "connectionString"},
+                {"key": "sasToken", "path": "sasToken"},
+            ],
         },
-        {
-            "name": "AZURE_STORAGE_SAS_TOKEN",
-            "valueFrom": {
-                "secretKeyRef": {"name": "blob-reader", "key": "sasToken", "optional": True}
-            },
-        },
-    ]
-    assert server["env"] == []  # the server never sees storage credentials
+    } in _pod(manifest)["volumes"]
+    # nothing secret in any container's environment; the server never sees the Secret
+    assert fetch["env"] == []
+    assert server["env"] == []
+    assert all(mount["name"] != "blob-credentials" for mount in server["volumeMounts"])
+    assert "Secret" not in repr(fetch.get("envFrom", []))
 
 
 def test_server_serves_the_fetched_bundle_with_probes():
@@ -142,7 +152,29 @@ def test_server_serves_the_fetched_bundle_with_probes():
     assert server["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
     assert {"name": "bundle", "mountPath": "/bundle", "readOnly": True} in server["volumeMounts"]
     assert server["image"] == DEFAULT_SERVER_IMAGE
-    assert "resources" not in server
+
+
+def test_every_container_has_requests_and_a_memory_limit_by_default():
+    fetch, server = _containers(deployment(OWNER, _spec(), CONFIG))
+    assert fetch["resources"] == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    assert server["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+
+
+def test_fetch_resources_come_from_the_spec_whole():
+    resources = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+    fetch, server = _containers(deployment(OWNER, _spec(fetch={"resources": resources}), CONFIG))
+    assert fetch["resources"] == resources
+    assert server["resources"]["limits"] == {"memory": "512Mi"}
+    # a spec that sets only a limit gets no default request that could exceed it
+    only_limit = {"limits": {"memory": "64Mi"}}
+    fetch, _ = _containers(deployment(OWNER, _spec(fetch={"resources": only_limit}), CONFIG))
+    assert fetch["resources"] == only_limit
 
 
 def test_ingress_path_becomes_the_server_root_path():
@@ -187,6 +219,7 @@ def test_pods_carry_a_digest_of_their_template():
         (_spec(serverImage="registry.local/server:3"), CONFIG),
         (_spec(), OperatorConfig(server_image="registry.local/server:2")),
         (_spec(resources={"requests": {"cpu": "100m"}}), CONFIG),
+        (_spec(fetch={"resources": {"limits": {"memory": "1Gi"}}}), CONFIG),
         (_spec(ingress={"path": "/models/crime"}), CONFIG),  # the server's env
     ],
 )

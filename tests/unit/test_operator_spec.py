@@ -25,6 +25,7 @@ def test_full_spec_is_kept_in_file_order():
             },
             "replicas": 0,
             "resources": {"limits": {"cpu": "1"}},
+            "fetch": {"resources": {"requests": {"memory": "64Mi"}}},
             "ingress": {"path": "/models/crime", "host": "models.local", "className": "nginx"},
             "serverImage": "registry.local/server:1",
         }
@@ -33,6 +34,7 @@ def test_full_spec_is_kept_in_file_order():
     assert spec.credentials_secret == "blob-reader"
     assert spec.replicas == 0
     assert spec.resources == {"limits": {"cpu": "1"}}
+    assert spec.fetch_resources == {"requests": {"memory": "64Mi"}}
     assert spec.ingress == IngressSpec("/models/crime", "models.local", "nginx")
     assert spec.server_image == "registry.local/server:1"
 
@@ -60,6 +62,15 @@ def test_full_spec_is_kept_in_file_order():
         (
             {"version": "1.4.2", "source": {"uri": URI}, "resources": {"claims": []}},
             "spec.resources",
+        ),
+        ({"version": "1.4.2", "source": {"uri": URI}, "fetch": "big"}, "spec.fetch"),
+        (
+            {"version": "1.4.2", "source": {"uri": URI}, "fetch": {"resources": {"claims": []}}},
+            "spec.fetch.resources",
+        ),
+        (
+            {"version": "1.4.2", "source": {"uri": URI}, "fetch": {"resources": {"limits": "1"}}},
+            "spec.fetch.resources.limits",
         ),
     ],
 )
