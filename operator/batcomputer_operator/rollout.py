@@ -1,0 +1,243 @@
+"""Canary and Shadow rollouts without a service mesh, as pure rules.
+
+Given the rollout spec, the step a rollout is in, how long it has been there and what
+the analysis measured, `next_action` says what to do: keep waiting, advance to the next
+step, promote the new version, or roll it back naming the threshold it failed.
+
+Traffic is split with what every cluster has. The model's stable Service selects the
+pods of both versions (by model label only), so kube-proxy spreads connections evenly
+over the ready pods and a version's share is its share of the pods: `replica_split`
+turns a weight into pod counts out of `spec.replicas`. With N replicas the achievable
+shares are the multiples of 100/N %; the nearest one is taken, and a canary always keeps
+at least one pod and leaves the stable version at least one (so with N replicas the
+shares run from 100/N to 100 - 100/N %). An NGINX Ingress splits exactly instead: when
+the model's Ingress class is one of NGINX's, `canary_ingress` gives the second Ingress
+with NGINX's canary annotations, and each Ingress then routes to its own version's
+Service (`version_service`), so the Ingress weight is not multiplied by the pod split.
+
+Shadow: the serving version copies `mirrorPercent` % of its requests to the new
+version's own Service (`shadow_env`) and compares the answers; the new version answers
+no caller. Either way the analysis thresholds are checked as soon as enough requests
+were seen, so a failing version goes back within one analysis interval rather than
+at the end of its step.
+"""
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from batcomputer_operator.naming import MODEL_LABEL, VERSION_LABEL
+from batcomputer_operator.rollout_spec import Analysis, RolloutSpec, Strategy
+
+NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
+NGINX_CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+NGINX_CLASSES = frozenset({"nginx", "ingress-nginx", "nginx-internal", "nginx-public"})
+SHADOW_URL_ENV = "BATCOMPUTER_SHADOW_URL"
+SHADOW_PERCENT_ENV = "BATCOMPUTER_SHADOW_PERCENT"
+
+
+class Action(StrEnum):
+    WAIT = "Wait"
+    ADVANCE = "Advance"
+    PROMOTE = "Promote"
+    ROLL_BACK = "RollBack"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the new version did over the current step.
+
+    `requests`: requests it answered (Shadow: copies it was sent); `errors`: of those,
+    5xx answers (Shadow: copies that failed or timed out); `p99_seconds`: its answer
+    time's 99th percentile, None without samples; `disagreement`: Shadow only, the
+    largest mean |Δp| of any flag between the two versions, None without comparisons.
+    """
+
+    requests: int = 0
+    errors: int = 0
+    p99_seconds: float | None = None
+    disagreement: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    step: int  # the step to be in after the action (index into steps; 0 for Shadow)
+    message: str
+    failed_threshold: str | None = None  # the analysis field that failed, on ROLL_BACK
+
+
+def next_action(
+    rollout: RolloutSpec, step: int, elapsed_seconds: float, measured: Measurement
+) -> Decision:
+    """What a rollout in `step` for `elapsed_seconds` does next, given `measured`."""
+    if rollout.strategy is Strategy.BLUE_GREEN:
+        return Decision(Action.PROMOTE, 0, "blue/green: no analysis")
+    if rollout.strategy is Strategy.CANARY and not 0 <= step < len(rollout.steps):
+        raise ValueError(f"step {step} is not one of the {len(rollout.steps)} canary steps")
+    analysis = rollout.analysis
+    enough = measured.requests >= analysis.min_requests and measured.requests > 0
+    if enough:
+        failed = _failed_threshold(rollout, measured)
+        if failed is not None:
+            return Decision(Action.ROLL_BACK, step, failed[1], failed[0])
+    period = _period(rollout, step)
+    where = _where(rollout, step)
+    if elapsed_seconds < period:
+        left = math.ceil(period - elapsed_seconds)
+        return Decision(Action.WAIT, step, f"{where}: analysing, {left}s left")
+    if not enough:
+        return Decision(
+            Action.WAIT,
+            step,
+            f"{where}: waiting for requests, {measured.requests} of "
+            f"{max(analysis.min_requests, 1)} seen",
+        )
+    if rollout.strategy is Strategy.CANARY and step + 1 < len(rollout.steps):
+        weight = rollout.steps[step + 1].weight
+        return Decision(Action.ADVANCE, step + 1, f"{where} passed; next {weight} %")
+    return Decision(Action.PROMOTE, step, f"{where} passed; promoting")
+
+
+def _period(rollout: RolloutSpec, step: int) -> int:
+    if rollout.strategy is Strategy.SHADOW:
+        return rollout.duration_seconds
+    return rollout.steps[step].pause_seconds
+
+
+def _where(rollout: RolloutSpec, step: int) -> str:
+    if rollout.strategy is Strategy.SHADOW:
+        return f"shadow at {rollout.mirror_percent} %"
+    return f"canary step {step + 1}/{len(rollout.steps)} at {rollout.steps[step].weight} %"
+
+
+def _failed_threshold(rollout: RolloutSpec, measured: Measurement) -> tuple[str, str] | None:
+    """The first threshold `measured` breaks, as (field, message), else None."""
+    analysis: Analysis = rollout.analysis
+    ratio = measured.errors / measured.requests
+    if ratio > analysis.max_error_ratio:
+        what = "copies failed" if rollout.strategy is Strategy.SHADOW else "requests failed"
+        return (
+            "maxErrorRatio",
+            f"maxErrorRatio: {measured.errors} of {measured.requests} {what} "
+            f"({ratio:.3f}), above {analysis.max_error_ratio}",
+        )
+    p99 = measured.p99_seconds
+    if p99 is not None and p99 > analysis.max_p99_latency_seconds:
+        return (
+            "maxP99LatencySeconds",
+            f"maxP99LatencySeconds: p99 {p99:.3f}s, above {analysis.max_p99_latency_seconds}s",
+        )
+    disagreement = measured.disagreement
+    if (
+        rollout.strategy is Strategy.SHADOW
+        and disagreement is not None
+        and disagreement > analysis.max_disagreement
+    ):
+        return (
+            "maxDisagreement",
+            f"maxDisagreement: mean |Δp| {disagreement:.4f} on a flag, "
+            f"above {analysis.max_disagreement}",
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Split:
+    stable: int  # pods of the serving version
+    canary: int  # pods of the new version
+    effective_weight: float  # percent of the Service's pods that are the canary's
+
+
+def replica_split(weight: int, replicas: int) -> Split:
+    """`replicas` pods shared so that the canary's share is nearest `weight` %.
+
+    Both versions keep at least one pod (the canary would otherwise get nothing to
+    measure, or the stable version nothing to fall back on), so `replicas` must be 0
+    (the model is stopped) or at least 2.
+    """
+    if not 1 <= weight <= 99:
+        raise ValueError(f"weight {weight} is outside 1..99")
+    if replicas == 0:
+        return Split(0, 0, 0.0)
+    if replicas < 2:
+        raise ValueError("a canary needs at least 2 replicas")
+    nearest = math.floor(weight * replicas / 100 + 0.5)
+    canary = min(max(nearest, 1), replicas - 1)
+    return Split(replicas - canary, canary, 100 * canary / replicas)
+
+
+def stable_selector(model: str) -> dict[str, str]:
+    """The stable Service's selector while a canary runs: every version's pods."""
+    return {MODEL_LABEL: model}
+
+
+def version_service(
+    owner_name: str, namespace: str, deployment_name: str, version_label: str
+) -> dict:
+    """A Service routing to one version's pods only, named like its Deployment.
+
+    The canary Ingress and Shadow's copies reach the new version through it; the
+    stable Ingress reaches the serving version through its own.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": deployment_name,
+            "namespace": namespace,
+            "labels": {MODEL_LABEL: owner_name, VERSION_LABEL: version_label},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {MODEL_LABEL: owner_name, VERSION_LABEL: version_label},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8000, "protocol": "TCP"}],
+        },
+    }
+
+
+def weighted_by_ingress(class_name: str | None) -> bool:
+    """Whether the Ingress controller splits by weight itself (NGINX's canary annotations)."""
+    return class_name in NGINX_CLASSES
+
+
+def canary_ingress(stable: Mapping[str, Any], canary_service: str, weight: int) -> dict:
+    """The second Ingress NGINX needs for a canary: same host and path as the model's
+    `stable` Ingress, routing `weight` % of its requests to `canary_service`."""
+    if not 1 <= weight <= 99:
+        raise ValueError(f"weight {weight} is outside 1..99")
+    metadata = dict(stable["metadata"])
+    metadata["name"] = f"{metadata['name']}-canary"
+    annotations = dict(metadata.get("annotations") or {})
+    annotations.update({NGINX_CANARY: "true", NGINX_CANARY_WEIGHT: str(weight)})
+    metadata["annotations"] = annotations
+    rules = [_with_backend(rule, canary_service) for rule in stable["spec"].get("rules") or []]
+    return {**stable, "metadata": metadata, "spec": {**stable["spec"], "rules": rules}}
+
+
+def routed_to(ingress: Mapping[str, Any], service: str) -> dict:
+    """`ingress` with every path's backend on `service` (the stable Ingress during a
+    canary routes to the serving version's own Service)."""
+    rules = [_with_backend(rule, service) for rule in ingress["spec"].get("rules") or []]
+    return {**ingress, "spec": {**ingress["spec"], "rules": rules}}
+
+
+def _with_backend(rule: Mapping[str, Any], service: str) -> dict:
+    http = rule.get("http") or {}
+    paths = [
+        {**path, "backend": {"service": {"name": service, "port": {"number": 80}}}}
+        for path in http.get("paths") or []
+    ]
+    return {**rule, "http": {**http, "paths": paths}}
+
+
+def shadow_env(rollout: RolloutSpec, candidate_url: str) -> list[dict[str, str]]:
+    """The serving version's environment that makes it copy requests to the candidate."""
+    if rollout.strategy is not Strategy.SHADOW:
+        return []
+    return [
+        {"name": SHADOW_URL_ENV, "value": candidate_url},
+        {"name": SHADOW_PERCENT_ENV, "value": str(rollout.mirror_percent)},
+    ]
