@@ -4,9 +4,10 @@
     bump-batmodel.py MANIFEST PUBLISHED
 
 PUBLISHED is the BatModel that `batcomputer-publish` printed for the new bundle.
-spec.version, spec.source.uri and spec.source.sha256 of MANIFEST take its values;
-comments, replicas, resources, credentials and ingress stay as they are, so the
-Git diff a reviewer sees is exactly the version bump. Needs PyYAML.
+spec.version, spec.source.uri and spec.source.digest (the bundle digest, which pins
+every file of the bundle) of MANIFEST take its values; comments, replicas,
+resources, credentials and ingress stay as they are, so the Git diff a reviewer
+sees is exactly the version bump. Needs PyYAML.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-DIGEST_FILES = ("model.pkl", "lookup.pkl", "flags.pkl")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class BumpError(ValueError):
@@ -52,19 +53,22 @@ def bump(manifest_text: str, published_text: str, what: str = "manifest") -> str
             f"{published['metadata']['name']!r}"
         )
     spec = published["spec"]
-    digests = spec["source"].get("sha256") or {}
-    missing = [name for name in DIGEST_FILES if name not in digests]
-    if missing:
-        raise BumpError(f"published manifest has no sha256 for {', '.join(missing)}")
+    digest = spec["source"].get("digest")
+    if not isinstance(digest, str) or not DIGEST.match(digest):
+        raise BumpError("published manifest has no bundle digest (spec.source.digest)")
+    if "sha256" in current["spec"]["source"]:
+        raise BumpError(
+            f"{what} pins files by spec.source.sha256, which the new bundle would not match; "
+            "replace them by a spec.source.digest line once, by hand"
+        )
     text = _replace_value(manifest_text, "version", f'"{spec["version"]}"', what)
     text = _replace_value(text, "uri", spec["source"]["uri"], what)
-    for name in DIGEST_FILES:
-        text = _replace_value(text, name, digests[name], what)
+    text = _replace_value(text, "digest", digest, what)
     bumped = _load(text, what)["spec"]
-    if (bumped["version"], bumped["source"]["uri"], bumped["source"]["sha256"]) != (
+    if (bumped["version"], bumped["source"]["uri"], bumped["source"]["digest"]) != (
         spec["version"],
         spec["source"]["uri"],
-        {name: digests[name] for name in DIGEST_FILES},
+        digest,
     ):
         raise BumpError(f"{what}: the edit did not land where expected; edit it by hand")
     return text

@@ -6,7 +6,7 @@
 # 1. trains MODEL (crime, titanic or a .toml configuration) as VERSION,
 # 2. publishes the bundle under BATCOMPUTER_CONTAINER_URI/<model>/<VERSION>
 #    (batcomputer-publish refuses a non-major bump that changes the feature schema),
-# 3. rewrites spec.version, spec.source.uri and the sha256 digests in MANIFEST
+# 3. rewrites spec.version, spec.source.uri and the bundle digest in MANIFEST
 #    (a BatModel in the GitOps repository) and, with COMMIT=1, commits it.
 # Argo CD or Flux then syncs the BatModel; the operator rolls the new version out
 # blue/green and reports Ready (or Stalled, with the old version still serving).

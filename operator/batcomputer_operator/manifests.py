@@ -27,7 +27,10 @@ from batcomputer_operator.spec import BatModelSpec
 GROUP_VERSION = "batcomputer.io/v1alpha1"
 SERVER_PORT = 8000
 SERVICE_PORT = 80
-BUNDLE_DIR = "/bundle"
+BUNDLE_VOLUME = "/bundle"
+# The fetcher assembles the bundle next to this folder, on the same volume, and renames it
+# into place: the pod's root filesystem is read-only, and a mount point cannot be renamed.
+BUNDLE_DIR = f"{BUNDLE_VOLUME}/verified"
 RUN_AS = 10001
 DRAIN_SECONDS = 5
 
@@ -86,6 +89,8 @@ def _container_security() -> dict:
 
 def _fetch_container(spec: BatModelSpec, image: str) -> dict:
     args = ["--source", spec.source_uri, "--dest", BUNDLE_DIR]
+    if spec.digest is not None:
+        args += ["--digest", spec.digest]
     for file, digest in spec.sha256:
         args += ["--sha256", f"{file}={digest}"]
     container: dict[str, Any] = {
@@ -95,7 +100,7 @@ def _fetch_container(spec: BatModelSpec, image: str) -> dict:
         "command": ["batcomputer-fetch"],
         "args": args,
         "volumeMounts": [
-            {"name": "bundle", "mountPath": BUNDLE_DIR},
+            {"name": "bundle", "mountPath": BUNDLE_VOLUME},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         # Nothing secret in the environment: credentials arrive as files.
@@ -143,7 +148,7 @@ def _server_container(spec: BatModelSpec, image: str) -> dict:
         # followed the Service to the new version (no exec-free sleep action before 1.29).
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
         "volumeMounts": [
-            {"name": "bundle", "mountPath": BUNDLE_DIR, "readOnly": True},
+            {"name": "bundle", "mountPath": BUNDLE_VOLUME, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "env": [],

@@ -6,18 +6,20 @@ that builds Deployments from unchecked input would fail far from the cause.
 """
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import semver
 
-from batcomputer_bundle.names import PICKLE_FILES
+from batcomputer_bundle.names import DIGEST_PATTERN, PICKLE_FILES
 from batcomputer_operator.rollout_spec import RolloutError, RolloutSpec, Strategy, parse_rollout
 
 SHA256_FILES = PICKLE_FILES
 MAX_REPLICAS = 100
 _HEX = frozenset("0123456789abcdef")
+_DIGEST = re.compile(DIGEST_PATTERN)
 
 
 class SpecError(ValueError):
@@ -36,6 +38,7 @@ class BatModelSpec:
     version: str
     source_uri: str
     credentials_secret: str | None = None
+    digest: str | None = None  # the bundle digest, sha256:<hex> of bundle.json
     sha256: tuple[tuple[str, str], ...] = ()
     replicas: int = 1
     resources: Mapping[str, Any] | None = None
@@ -59,6 +62,7 @@ def parse_spec(raw: Mapping[str, Any]) -> BatModelSpec:
         version=version,
         source_uri=uri,
         credentials_secret=source.get("credentialsSecret") or None,
+        digest=_parse_digest(source.get("digest")),
         sha256=_parse_sha256(source.get("sha256") or {}),
         replicas=_parse_replicas(raw.get("replicas", 1)),
         resources=_parse_resources(raw.get("resources"), "spec.resources"),
@@ -67,6 +71,16 @@ def parse_spec(raw: Mapping[str, Any]) -> BatModelSpec:
         server_image=raw.get("serverImage") or None,
         rollout=_parse_rollout(raw),
     )
+
+
+def _parse_digest(digest: Any) -> str | None:
+    if digest is None:
+        return None
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise SpecError(
+            f"spec.source.digest: {digest!r:.90} is not sha256: and 64 lowercase hex characters"
+        )
+    return digest
 
 
 def _parse_sha256(pins: Any) -> tuple[tuple[str, str], ...]:

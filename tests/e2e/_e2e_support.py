@@ -46,7 +46,7 @@ def release_of(published: Mapping[str, Any]) -> dict:
     spec = published["spec"]
     return {
         "version": str(spec["version"]),
-        "source": {"uri": spec["source"]["uri"], "sha256": spec["source"]["sha256"]},
+        "source": {"uri": spec["source"]["uri"], "digest": spec["source"]["digest"]},
     }
 
 

@@ -75,13 +75,13 @@ def test_publish_uploads_under_model_and_version_and_prints_a_fetchable_batmodel
     assert batmodel["spec"]["version"] == "1.0.0"
     source = batmodel["spec"]["source"]
     assert source["uri"] == f"{to}/titanic/1.0.0"
-    assert source["sha256"] == {
-        name: bundle.sha256_file(trained_bundles.titanic / name) for name in bundle.PICKLE_FILES
-    }
-    assert source["sha256"]["model.pkl"] == manifest["files"]["model.pkl"]["sha256"]
+    digest = bundle.bundle_digest((trained_bundles.titanic / "bundle.json").read_bytes())
+    assert source["digest"] == digest
+    assert "sha256" not in source  # the bundle digest covers every file
+    assert f"bundle digest {digest}" in result.stderr
 
     # What the init container will do with exactly this manifest.
-    pins = [f"--sha256={name}={digest}" for name, digest in source["sha256"].items()]
+    pins = ["--digest", source["digest"]]
     dest = tmp_path / "fetched"
     fetched = _run(
         "batcomputer-fetch",

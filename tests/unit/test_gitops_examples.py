@@ -1,8 +1,11 @@
 """The GitOps examples hang together: what Argo CD and Flux sync exists and is health-checked."""
 
+import re
 from pathlib import Path
 
 import yaml
+
+from batcomputer_bundle.names import DIGEST_PATTERN
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -41,7 +44,8 @@ def test_synced_manifests_are_the_example_batmodels():
     for doc in batmodels:
         assert doc["kind"] == "BatModel"
         assert doc["apiVersion"] == "batcomputer.io/v1alpha1"
-        assert set(doc["spec"]["source"]["sha256"]) == {"model.pkl", "lookup.pkl", "flags.pkl"}
+        assert re.fullmatch(DIGEST_PATTERN, doc["spec"]["source"]["digest"])
+        assert "sha256" not in doc["spec"]["source"]
         assert doc["spec"]["source"]["uri"].endswith(f"/{doc['metadata']['name']}/1.0.0")
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from batcomputer_bundle.names import DIGEST_PATTERN
+
 CRD = yaml.safe_load(
     (Path(__file__).resolve().parents[2] / "crds" / "batmodels.batcomputer.io.yaml").read_text()
 )
@@ -45,8 +47,11 @@ def test_printer_columns():
         "Serving": ".status.servingVersion",
         "Ready": '.status.conditions[?(@.type=="Ready")].status',
         "URL": ".status.url",
+        "Pinned": '.status.conditions[?(@.type=="Pinned")].status',
         "Age": ".metadata.creationTimestamp",
     }
+    wide = [c["name"] for c in VERSION["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Pinned"]
 
 
 def _walk(node, path="spec"):
@@ -111,6 +116,23 @@ def test_digest_pins_keep_unknown_keys_for_the_operator_to_refuse():
     assert hex_rule.match("0f" * 32)
     assert not hex_rule.match("0F" * 32)
     assert not hex_rule.match("0f" * 31)
+
+
+@pytest.mark.parametrize(
+    ("digest", "valid"),
+    [
+        ("sha256:" + "0f" * 32, True),
+        ("sha256:" + "0F" * 32, False),
+        ("0f" * 32, False),
+        ("sha256:" + "0f" * 31, False),
+        ("sha512:" + "0f" * 32, False),
+        ("sha256:" + "0f" * 32 + "\n", False),
+    ],
+)
+def test_the_bundle_digest_rule_is_the_one_the_operator_and_fetcher_apply(digest, valid):
+    assert _pattern("source", "digest").pattern == DIGEST_PATTERN
+    assert bool(_pattern("source", "digest").fullmatch(digest)) is valid
+    assert "DigestMismatch" in SPEC["properties"]["source"]["properties"]["digest"]["description"]
 
 
 def test_replicas_and_ingress_rules():

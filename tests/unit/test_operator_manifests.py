@@ -93,16 +93,22 @@ def test_pods_are_hardened():
     assert pod["volumes"] == [{"name": "bundle", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
 
 
-def test_fetch_runs_first_with_pinned_digests():
-    spec = _spec(source={"uri": URI, "sha256": {"model.pkl": HEX, "flags.pkl": HEX}})
+def test_fetch_runs_first_with_the_bundle_digest_and_pinned_file_digests():
+    bundle_digest = "sha256:" + HEX
+    pins = {"model.pkl": HEX, "flags.pkl": HEX}
+    spec = _spec(source={"uri": URI, "digest": bundle_digest, "sha256": pins})
     fetch, _ = _containers(deployment(OWNER, spec, CONFIG))
     assert fetch["name"] == "fetch"
     assert fetch["command"] == ["batcomputer-fetch"]
+    # The fetcher renames the finished bundle into /bundle/verified, on the volume.
+    assert {"name": "bundle", "mountPath": "/bundle"} in fetch["volumeMounts"]
     assert fetch["args"] == [
         "--source",
         URI,
         "--dest",
-        "/bundle",
+        "/bundle/verified",
+        "--digest",
+        bundle_digest,
         "--sha256",
         f"model.pkl={HEX}",
         "--sha256",
@@ -144,7 +150,7 @@ def test_fetch_reads_credentials_from_the_secret_mounted_as_read_only_files():
 def test_server_serves_the_fetched_bundle_with_probes():
     _, server = _containers(deployment(OWNER, _spec(), CONFIG))
     assert server["command"] == ["batcomputer-server"]
-    assert server["args"] == ["--bundle", "/bundle", "--port", "8000"]
+    assert server["args"] == ["--bundle", "/bundle/verified", "--port", "8000"]
     assert server["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -216,6 +222,7 @@ def test_pods_carry_a_digest_of_their_template():
     [
         (_spec(source={"uri": URI, "credentialsSecret": "blob-reader"}), CONFIG),
         (_spec(source={"uri": URI, "sha256": {"model.pkl": HEX}}), CONFIG),
+        (_spec(source={"uri": URI, "digest": "sha256:" + HEX}), CONFIG),
         (_spec(serverImage="registry.local/server:3"), CONFIG),
         (_spec(), OperatorConfig(server_image="registry.local/server:2")),
         (_spec(resources={"requests": {"cpu": "100m"}}), CONFIG),

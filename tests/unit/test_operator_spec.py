@@ -100,3 +100,12 @@ def test_a_mistyped_pin_refuses_the_spec_naming_the_key_and_the_allowed_ones(pin
 def test_pins_must_be_a_map():
     with pytest.raises(SpecError, match=r"^spec\.source\.sha256: 'ab' is not a map"):
         parse_spec({"version": "1.4.2", "source": {"uri": URI, "sha256": "ab"}})
+
+
+def test_the_bundle_digest_is_kept_and_a_malformed_one_names_the_field():
+    digest = "sha256:" + HEX
+    spec = parse_spec({"version": "1.4.2", "source": {"uri": URI, "digest": digest}})
+    assert spec.digest == digest
+    for bad in (HEX, "sha256:" + HEX.upper(), "sha256:" + HEX[:-1], 7, ""):
+        with pytest.raises(SpecError, match=r"^spec\.source\.digest: .* is not sha256: and 64"):
+            parse_spec({"version": "1.4.2", "source": {"uri": URI, "digest": bad}})

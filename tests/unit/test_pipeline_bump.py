@@ -24,14 +24,11 @@ spec:
   version: 1.1.0
   source:
     uri: https://acct.blob.core.windows.net/models/titanic/1.1.0
-    sha256:
-      model.pkl: 1111111111111111111111111111111111111111111111111111111111111111
-      lookup.pkl: 2222222222222222222222222222222222222222222222222222222222222222
-      flags.pkl: 3333333333333333333333333333333333333333333333333333333333333333
+    digest: sha256:1111111111111111111111111111111111111111111111111111111111111111
 """
 
 
-def test_bump_changes_only_version_uri_and_digests():
+def test_bump_changes_only_version_uri_and_bundle_digest():
     before = EXAMPLE.read_text()
     after = bump_batmodel.bump(before, PUBLISHED)
     changed = [
@@ -42,9 +39,7 @@ def test_bump_changes_only_version_uri_and_digests():
     assert changed == [
         '+  version: "1.1.0"',
         "+    uri: https://acct.blob.core.windows.net/models/titanic/1.1.0",
-        "+      model.pkl: " + "1" * 64,
-        "+      lookup.pkl: " + "2" * 64,
-        "+      flags.pkl: " + "3" * 64,
+        "+    digest: sha256:" + "1" * 64,
     ]
     assert "# The Titanic survival model" in after
     assert "credentialsSecret: blob-reader" in after
@@ -56,20 +51,27 @@ def test_bump_refuses_another_models_bundle():
         bump_batmodel.bump(EXAMPLE.read_text(), PUBLISHED.replace("titanic", "crime"))
 
 
-def test_bump_refuses_a_publication_without_all_digests():
-    published = "\n".join(line for line in PUBLISHED.splitlines() if "flags.pkl" not in line)
-    with pytest.raises(bump_batmodel.BumpError, match=r"no sha256 for flags\.pkl"):
+@pytest.mark.parametrize("digest", [None, "1" * 64, "sha256:" + "A" * 64])
+def test_bump_refuses_a_publication_without_a_bundle_digest(digest):
+    published = PUBLISHED.replace("sha256:" + "1" * 64, digest or "")
+    if digest is None:
+        published = "\n".join(line for line in PUBLISHED.splitlines() if "digest" not in line)
+    with pytest.raises(bump_batmodel.BumpError, match=r"no bundle digest \(spec\.source\.digest\)"):
         bump_batmodel.bump(EXAMPLE.read_text(), published)
 
 
-def test_bump_refuses_a_manifest_without_pinned_digests():
-    unpinned = "\n".join(
-        line
-        for line in EXAMPLE.read_text().splitlines()
-        if ".pkl:" not in line and "sha256" not in line
-    )
-    with pytest.raises(bump_batmodel.BumpError, match=r"expected exactly one 'model\.pkl:' line"):
+def test_bump_refuses_a_manifest_without_a_digest_line():
+    unpinned = "\n".join(line for line in EXAMPLE.read_text().splitlines() if "digest:" not in line)
+    with pytest.raises(bump_batmodel.BumpError, match=r"expected exactly one 'digest:' line"):
         bump_batmodel.bump(unpinned, PUBLISHED)
+
+
+def test_bump_refuses_a_manifest_whose_file_pins_the_new_bundle_would_break():
+    pinned_files = EXAMPLE.read_text().replace(
+        "    digest:", "    sha256:\n      model.pkl: " + "0" * 64 + "\n    digest:"
+    )
+    with pytest.raises(bump_batmodel.BumpError, match=r"pins files by spec\.source\.sha256"):
+        bump_batmodel.bump(pinned_files, PUBLISHED)
 
 
 def test_command_line_reports_errors_without_touching_the_manifest(tmp_path, capsys):

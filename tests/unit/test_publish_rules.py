@@ -60,13 +60,15 @@ def test_major_bump_and_first_release_may_change_anything():
     check_schema_rule("titanic", semver.Version.parse("1.0.0"), NEW_API, {})
 
 
-def test_batmodel_manifest_pins_the_three_pickles():
+DIGEST = "sha256:" + "d" * 64
+
+
+def test_batmodel_manifest_pins_the_whole_bundle_by_its_digest():
     files = {name: {"sha256": name[0] * 64} for name in ("model.pkl", "lookup.pkl", "flags.pkl")}
     files["model.onnx"] = {"sha256": "o" * 64}
     manifest = {"name": "titanic", "version": "1.0.0", "files": files}
-    document = yaml.safe_load(
-        render_yaml(batmodel_manifest(manifest, "http://h:1/acct/models/titanic/1.0.0", "ml"))
-    )
+    uri = "http://h:1/acct/models/titanic/1.0.0"
+    document = yaml.safe_load(render_yaml(batmodel_manifest(manifest, uri, DIGEST, "ml")))
     assert document == {
         "apiVersion": "batcomputer.io/v1alpha1",
         "kind": "BatModel",
@@ -75,7 +77,7 @@ def test_batmodel_manifest_pins_the_three_pickles():
             "version": "1.0.0",
             "source": {
                 "uri": "http://h:1/acct/models/titanic/1.0.0",
-                "sha256": {"model.pkl": "m" * 64, "lookup.pkl": "l" * 64, "flags.pkl": "f" * 64},
+                "digest": DIGEST,
             },
         },
     }
@@ -85,7 +87,9 @@ def test_batmodel_manifest_names_the_credentials_secret_when_given():
     files = {name: {"sha256": name[0] * 64} for name in ("model.pkl", "lookup.pkl", "flags.pkl")}
     manifest = {"name": "crime", "version": "2.0.0", "files": files}
     document = yaml.safe_load(
-        render_yaml(batmodel_manifest(manifest, "http://h:1/acct/m/crime/2.0.0", None, "reader"))
+        render_yaml(
+            batmodel_manifest(manifest, "http://h:1/acct/m/crime/2.0.0", DIGEST, None, "reader")
+        )
     )
     assert document["metadata"] == {"name": "crime"}
     assert document["spec"]["source"]["credentialsSecret"] == "reader"

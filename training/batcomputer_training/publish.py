@@ -31,6 +31,7 @@ class Published:
     manifest: dict[str, Any]
     folder: BlobFolder
     replaced: bool
+    digest: str  # the bundle digest: sha256:<hex> of the bundle.json uploaded
 
 
 def release_of(manifest: Mapping[str, Any]) -> tuple[str, semver.Version]:
@@ -72,17 +73,17 @@ def check_schema_rule(
 def batmodel_manifest(
     manifest: Mapping[str, Any],
     source_uri: str,
+    digest: str,
     namespace: str | None = None,
     credentials_secret: str | None = None,
 ) -> dict[str, Any]:
-    """A BatModel serving this bundle, pinning the digests of its pickles."""
+    """A BatModel serving this bundle, pinned by its bundle digest (which covers every file)."""
     metadata: dict[str, Any] = {"name": manifest["name"]}
     if namespace:
         metadata["namespace"] = namespace
-    source: dict[str, Any] = {"uri": source_uri}
+    source: dict[str, Any] = {"uri": source_uri, "digest": digest}
     if credentials_secret:
         source["credentialsSecret"] = credentials_secret
-    source["sha256"] = {name: manifest["files"][name]["sha256"] for name in bundle.PICKLE_FILES}
     return {
         "apiVersion": API_VERSION,
         "kind": "BatModel",
@@ -127,6 +128,7 @@ def publish(
 ) -> Published:
     """Upload a verified bundle folder under ``<destination>/<model>/<version>/``."""
     manifest = bundle.verify_folder(folder)
+    digest = bundle.bundle_digest((folder / bundle.MANIFEST_FILE).read_bytes())
     name, version = release_of(manifest)
     destination.ensure_container()
     target = destination.child(name, str(version))
@@ -144,7 +146,7 @@ def publish(
         target.delete(bundle.MANIFEST_FILE)
     for file_name in [*manifest["files"], bundle.MANIFEST_FILE]:
         target.upload_file(folder / file_name, file_name, progress=_deltas(on_bytes))
-    return Published(manifest=manifest, folder=target.folder, replaced=replaced)
+    return Published(manifest=manifest, folder=target.folder, replaced=replaced, digest=digest)
 
 
 def upload_bytes(folder: Path) -> int:

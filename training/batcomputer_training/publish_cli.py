@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     source = manifest_base.child(manifest["name"], str(manifest["version"])).display()
     action = "replaced" if published.replaced else "published"
     print(f"{action} {published.folder.display()}", file=sys.stderr)
+    print(f"bundle digest {published.digest}", file=sys.stderr)
     batmodel = batmodel_manifest(
-        manifest, source, arguments.namespace, arguments.credentials_secret
+        manifest, source, published.digest, arguments.namespace, arguments.credentials_secret
     )
     print(render_yaml(batmodel), end="")
     return 0
