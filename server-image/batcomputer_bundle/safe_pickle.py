@@ -392,6 +392,12 @@ class _ModelUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
 def _check_global(full: str, recorded: frozenset[str]) -> None:
     if full not in MODEL_ALLOW_LIST:
         raise UnsafePickleError("not on the server's allow-list of model classes", full)
+    if not recorded:
+        raise UnsafePickleError(
+            "bundle.json records no model_types (retrain the bundle, or ship a verified "
+            "model.onnx so model.pkl is never unpickled)",
+            full,
+        )
     if full not in recorded:
         raise UnsafePickleError("not recorded in bundle.json model_types", full)
 
