@@ -27,10 +27,9 @@ import swagger_ui_bundle
 from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from batcomputer_server import monitoring, openapi, scoring, wsgi
+from batcomputer_server import monitoring, oip_routes, openapi, scoring, wsgi
 from batcomputer_server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from batcomputer_server.metrics import Metrics
-from batcomputer_server.oip_routes import oip_blueprint
 from batcomputer_server.predictor import Predictor
 
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -153,15 +152,10 @@ def create_app(
     scorer = scoring.Scorer(
         predictor, metrics, max_batch_rows, load_error, observe_rows=drift.observe_rows
     )
-    app.register_blueprint(
-        oip_blueprint(
-            predictor,
-            metrics=metrics,
-            max_batch_rows=max_batch_rows,
-            load_error=load_error,
-            observe_rows=drift.observe_rows,
-        )
+    inferer = oip_routes.Inferer(
+        predictor, metrics, max_batch_rows, load_error, observe_rows=drift.observe_rows
     )
+    app.register_blueprint(oip_routes.oip_blueprint(predictor, inferer))
 
     @app.post("/api/predict")
     def predict() -> Response:
@@ -252,6 +246,7 @@ def create_app(
     def metrics_text() -> Response:
         return Response(metrics.exposition(), mimetype=METRICS_CONTENT_TYPE)
 
+    app.wsgi_app = oip_routes.FastInfer(app.wsgi_app, inferer, metrics)  # type: ignore[method-assign]
     app.wsgi_app = wsgi.wrap(  # type: ignore[method-assign]
         app.wsgi_app, scorer, metrics, max_body_bytes=max_body_bytes, prefix=prefix
     )

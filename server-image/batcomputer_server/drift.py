@@ -126,10 +126,6 @@ class DriftMonitor:
         self._published_any = False
         self._rows_since_publish = 0
 
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return tuple(self._states)
-
     def observe_rows(self, rows: Any) -> None:
         """Input objects as callers sent them (one object or a list); junk is skipped."""
         if isinstance(rows, dict):
