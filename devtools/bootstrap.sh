@@ -18,6 +18,8 @@ debian_packages=(
   chromium chromium-driver lua5.4 wrk nodejs
   # Prometheus and promtool: the monitoring tests check the chart's rules and scrape pods
   prometheus
+  # the security scan test watches checkov for network connections
+  strace
 )
 # nodesource's nodejs already carries npm and conflicts with Debian's npm package.
 command -v npm >/dev/null 2>&1 || debian_packages+=(npm)

@@ -135,6 +135,17 @@ def _train_and_publish(settings: DemoSettings, model: str, connection_string: st
     return str(manifest_path)
 
 
+def _network_policy_values(settings: DemoSettings) -> tuple[str, ...]:
+    """Narrow the chart's NetworkPolicies to the local cluster: Azurite and the API server
+    both listen on the host's bridge address."""
+    return (
+        f"networkPolicy.blobStorage.cidrs={{{settings.blob_host}/32}}",
+        f"networkPolicy.blobStorage.ports={{{settings.blob_port}}}",
+        f"networkPolicy.apiServer.cidrs={{{cluster_config.BRIDGE_IP}/32}}",
+        f"networkPolicy.apiServer.ports={{{cluster_config.API_PORT}}}",
+    )
+
+
 def _install_operator(settings: DemoSettings) -> None:
     helm = str(helm_tool.helm_binary())
     _run(
@@ -150,6 +161,7 @@ def _install_operator(settings: DemoSettings) -> None:
             # Only the demo's namespace: the test suite runs operators of its own in others.
             "--set",
             f"watchNamespaces={{{settings.models_namespace}}}",
+            *(flag for value in _network_policy_values(settings) for flag in ("--set", value)),
             *(flag for value in settings.helm_values for flag in ("--set", value)),
             "--wait",
             "--timeout",
@@ -253,6 +265,12 @@ def run_demo(settings: DemoSettings) -> None:
     namespace = settings.models_namespace
     _step(f"Namespace {namespace} and the Secret its model pods read the blobs with")
     _apply_generated(settings, "create", "namespace", namespace)
+    # Enforced by the API server from Kubernetes 1.23 on; the model pods meet the profile.
+    _kubectl(
+        settings,
+        *("label", "namespace", namespace, "--overwrite"),
+        "pod-security.kubernetes.io/enforce=restricted",
+    )
     _apply_generated(
         settings,
         *("create", "secret", "generic", CREDENTIALS_SECRET, "-n", namespace),
