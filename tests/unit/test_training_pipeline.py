@@ -272,6 +272,24 @@ def test_each_preset_estimator_records_the_types_the_server_needs(toy_config, tm
     assert bundle.features_from_lookup(lookup) == trained.schema.features
 
 
+def test_an_estimator_the_server_would_not_unpickle_serves_only_through_onnx(
+    toy_config, tmp_path, monkeypatch
+):
+    raw = datasets.read_source(toy_config.data)
+    notes: list[str] = []
+    trained = pipeline.train(toy_config, raw, estimator="KNeighborsClassifier", log=notes.append)
+    assert trained.onnx_bytes is not None
+    assert any("serves only through model.onnx" in note for note in notes)
+    assert "sklearn.neighbors._classification.KNeighborsClassifier" in " ".join(notes)
+
+    def refuse(model, n_features):
+        raise onnx_convert.OnnxConversionError(f"skl2onnx cannot convert {type(model).__name__}")
+
+    monkeypatch.setattr(onnx_convert, "to_onnx", refuse)
+    with pytest.raises(TrainingError, match=r"has no model\.onnx .* never unpickles"):
+        pipeline.train(toy_config, raw, estimator="KNeighborsClassifier")
+
+
 def test_an_unconvertible_estimator_gives_a_bundle_without_onnx(toy_config, tmp_path, monkeypatch):
     def refuse(model, n_features):
         raise onnx_convert.OnnxConversionError(f"skl2onnx cannot convert {type(model).__name__}")

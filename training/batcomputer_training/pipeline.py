@@ -408,6 +408,7 @@ def train(
     )
     onnx_bytes, onnx_info, note = _export_onnx(model, x_test, proba_test)
     log(note)
+    _check_servable(model, onnx_bytes is not None, log)
     return Trained(
         config=config,
         model=model,
@@ -492,6 +493,24 @@ def _export_onnx(
     }
     note = f"model.onnx agrees with scikit-learn within {difference:.3g} on {len(x_test)} rows"
     return onnx_bytes, info, note
+
+
+def _check_servable(model: Any, has_onnx: bool, log: Log) -> None:
+    """The server unpickles only allow-listed classes: without model.onnx, all must be."""
+    needed = safe_pickle.global_names(pickle.dumps(model, protocol=5))
+    unserved = sorted(set(needed) - set(safe_pickle.MODEL_ALLOW_LIST))
+    if not unserved:
+        return
+    if not has_onnx:
+        raise TrainingError(
+            f"{type(model).__name__} has no model.onnx and its pickle needs classes the "
+            f"server never unpickles: {', '.join(unserved)}; choose an estimator skl2onnx "
+            "converts, or RandomForestClassifier, LogisticRegression, GradientBoostingClassifier"
+        )
+    log(
+        f"model.pkl needs classes the server never unpickles ({', '.join(unserved)}): "
+        "this model serves only through model.onnx"
+    )
 
 
 # ---------------------------------------------------------------- bundle
