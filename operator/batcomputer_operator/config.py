@@ -1,10 +1,20 @@
 """Operator settings from command-line flags, falling back to environment variables."""
 
 import argparse
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 DEFAULT_SERVER_IMAGE = "ghcr.io/batcomputer/batcomputer-server:0.1.0"
+# [registry[:port]/]path[:tag][@sha256:<64 hex>], as the container runtimes parse it.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+IMAGE_REFERENCE_PATTERN = (
+    rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::[0-9]+)?/)?"  # registry
+    rf"{_COMPONENT}(?:/{_COMPONENT})*"  # repository path
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"  # tag, digest
+)
+_IMAGE_REFERENCE = re.compile(IMAGE_REFERENCE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,16 @@ class OperatorConfig:
         return f"http://0.0.0.0:{self.liveness_port}/healthz"
 
 
+def image_reference(value: str) -> str:
+    """An image reference a container runtime accepts; a typo fails here, at start-up, and
+    not as every model's ImagePullBackOff."""
+    if not _IMAGE_REFERENCE.match(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r:.120} is not an image reference REPOSITORY[:TAG][@sha256:<64 hex>]"
+        )
+    return value
+
+
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batcomputer-operator",
@@ -34,8 +54,10 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--server-image",
+        type=image_reference,
         default=env.get("BATCOMPUTER_SERVER_IMAGE", DEFAULT_SERVER_IMAGE),
-        help="default model server image (env BATCOMPUTER_SERVER_IMAGE)",
+        help="default model server image, pinned by digest with REPOSITORY@sha256:<64 hex> "
+        "(env BATCOMPUTER_SERVER_IMAGE)",
     )
     parser.add_argument(
         "--namespace",
