@@ -32,9 +32,12 @@ from collections.abc import Callable, Collection, Iterator
 from enum import Enum
 from typing import Any, ClassVar
 
+import numpy as np
+
 DATA_MAX_BYTES = 16 << 20
 MAX_DEPTH = 64
 MAX_ELEMENTS = 1_000_000
+DATA_MAX_CONTAINERS = 100_000
 _DATA_MAX_DEPTH = 16
 
 # The opcodes of a pickle of plain containers and scalars (protocols 0-5). Nothing
@@ -53,6 +56,9 @@ _DATA_OPCODES = frozenset(
         "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET",
     }
 )  # fmt: skip
+_CONTAINER_OPCODES = frozenset(
+    {"EMPTY_DICT", "DICT", "EMPTY_LIST", "LIST", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"}
+)
 _GLOBAL_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL"})
 # Never needed by a model written with pickle.dump: old-style instantiation, the
 # extension registry, persistent ids and out-of-band buffers.
@@ -260,11 +266,19 @@ def load_data(data: bytes, max_bytes: int = DATA_MAX_BYTES) -> Any:
     """Unpickle plain data (containers and scalars); anything else is refused unrun."""
     if len(data) > max_bytes:
         raise UnsafePickleError(f"{len(data)} bytes is more than the {max_bytes} allowed")
-    for name, _argument, global_name in _walk(data):
+    containers = 0
+    for count, (name, _argument, global_name) in enumerate(_walk(data), start=1):
         if name in _GLOBAL_OPCODES:
             raise UnsafePickleError("data pickles may not name any global", global_name)
         if name not in _DATA_OPCODES:
             raise UnsafePickleError(f"opcode {name} is not allowed in a data pickle")
+        # Counted before unpickling: a few bytes per container could otherwise cost
+        # a hundred times their size in memory.
+        containers += name in _CONTAINER_OPCODES
+        if containers > DATA_MAX_CONTAINERS or count > MAX_ELEMENTS:
+            raise UnsafePickleError(
+                f"more than {DATA_MAX_CONTAINERS} containers or {MAX_ELEMENTS} opcodes"
+            )
     value = _NoGlobals(io.BytesIO(data)).load()
     _check_size(value, _DATA_MAX_DEPTH, descend_objects=False)
     return value
@@ -287,6 +301,8 @@ def _check_size(value: Any, max_depth: int, descend_objects: bool) -> None:
             children: Iterator[Any] | Collection[Any] = (*item.keys(), *item.values())
         elif isinstance(item, list | tuple | set | frozenset):
             children = item
+        elif isinstance(item, np.ndarray) and item.dtype.hasobject:
+            children = list(item.flat)
         elif descend_objects and isinstance(getattr(item, "__dict__", None), dict):
             children = item.__dict__.values()
         else:

@@ -426,9 +426,14 @@ def test_size_bombs_are_refused_by_both_readers(case):
         safe_pickle.load_model(data, [])
 
 
-def test_a_memo_bomb_inside_a_real_model_is_refused():
+@pytest.mark.parametrize("where", ["attribute", "object array"])
+def test_a_memo_bomb_inside_a_real_model_is_refused(where):
     model = LogisticRegression().fit(*_training())
-    model.extra_ = _laughs(7)
+    if where == "attribute":
+        model.extra_ = _laughs(7)
+    else:
+        model.extra_ = np.empty(2, dtype=object)
+        model.extra_[1] = _laughs(7)
     data = pickle.dumps(model, protocol=5)
     assert len(data) < 10_000
     with pytest.raises(UnsafePickleError, match="more than 1000000 elements"):

@@ -154,5 +154,9 @@ def test_data_limits_are_bytes_depth_and_elements():
     with pytest.raises(UnsafePickleError, match="nested deeper than 16"):
         safe_pickle.load_data(pickle.dumps(nested))
     wide = {"flags": list(range(safe_pickle.MAX_ELEMENTS + 1))}
-    with pytest.raises(UnsafePickleError, match="more than 1000000 elements"):
+    with pytest.raises(UnsafePickleError, match="1000000 opcodes"):
         safe_pickle.load_data(pickle.dumps(wide))
+    many = [[] for _ in range(safe_pickle.DATA_MAX_CONTAINERS)]  # plus the outer list
+    with pytest.raises(UnsafePickleError, match="more than 100000 containers"):
+        safe_pickle.load_data(pickle.dumps(many))
+    assert len(safe_pickle.load_data(pickle.dumps(many[1:]))) == len(many) - 1
