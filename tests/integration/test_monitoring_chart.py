@@ -5,7 +5,6 @@ dashboard queries that parse."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from batcomputer_dev.prometheus_process import dashboard_queries
 from batcomputer_operator import manifests
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.spec import parse_spec
@@ -168,17 +168,6 @@ def test_bad_monitoring_values_are_refused_naming_the_field(helm, values, field)
     assert field in result.stderr
 
 
-def dashboard_queries() -> list[str]:
-    """Every panel's PromQL, with Grafana's variables as a live Prometheus would get them."""
-    dashboard = json.loads(DASHBOARD.read_text())
-    queries = []
-    for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            expr = target["expr"].replace("$__rate_interval", "1m")
-            queries.append(re.sub(r"\$(namespace|model_version|model)\b", ".*", expr))
-    return queries
-
-
 def test_the_dashboard_configmap_carries_the_dashboard_for_grafanas_sidecar(rendered):
     (configmap,) = [
         doc
@@ -195,7 +184,7 @@ def test_the_dashboard_configmap_carries_the_dashboard_for_grafanas_sidecar(rend
 
 
 def test_every_dashboard_query_is_valid_promql(tmp_path):
-    queries = dashboard_queries()
+    queries = list(dashboard_queries(DASHBOARD).values())
     rules = {
         "groups": [
             {

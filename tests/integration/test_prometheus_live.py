@@ -10,16 +10,15 @@ discovery is played by a file holding the labels Kubernetes pod discovery would 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from _server_process import free_port, running_server, wait_until_workers_loaded
+from _server_process import running_server, wait_until_workers_loaded
 
+from batcomputer_dev.prometheus_process import dashboard_queries, running_prometheus
 from batcomputer_dev.prometheus_scrape import pod_targets, scrape_configs
 from batcomputer_operator import manifests
 from batcomputer_operator.config import OperatorConfig
@@ -67,24 +66,8 @@ def _pod(server_url: str) -> dict:
     }
 
 
-def dashboard_queries() -> dict[str, str]:
-    """Every panel target's PromQL, with Grafana's variables as Grafana would fill them."""
-    dashboard = json.loads(DASHBOARD.read_text())
-    queries = {}
-    for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            expr = target["expr"].replace("$__rate_interval", "30s")
-            for variable in ("$namespace", "$model_version", "$model"):
-                expr = expr.replace(variable, ".*")
-            queries[f"{panel['title']} ({target['refId']})"] = expr
-    return queries
-
-
 @pytest.fixture(scope="module")
 def prometheus(helm, trained_bundles, tmp_path_factory):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is missing: devtools/bootstrap.sh installs Debian's package")
     workdir = tmp_path_factory.mktemp("prometheus-live")
     docs = _rendered(helm)
     (rule,) = [doc for doc in docs if doc["kind"] == "PrometheusRule"]
@@ -93,63 +76,19 @@ def prometheus(helm, trained_bundles, tmp_path_factory):
         for doc in docs
         if doc["kind"] == "PodMonitor" and doc["metadata"]["name"].endswith("-models")
     ]
-    (workdir / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     with running_server(trained_bundles.titanic, workdir / "server") as server:
         wait_until_workers_loaded(server)
         targets = workdir / "targets.json"
         targets.write_text(json.dumps(pod_targets([_pod(server.url)])))
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(workdir / "rules.yaml")],
-            "scrape_configs": scrape_configs(monitor, str(targets)),
-        }
-        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = (workdir / "prometheus.log").open("wb")
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait(
-                lambda: httpx.get(url + "/-/ready").status_code == 200, "Prometheus ready", workdir
-            )
-            yield url, server, workdir
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def _wait(check, what: str, workdir: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    log = (workdir / "prometheus.log").read_text(errors="replace")[-3000:]
-    raise AssertionError(f"timed out waiting for {what}; Prometheus log:\n{log}")
-
-
-def _query(url: str, expr: str) -> list[dict]:
-    answer = httpx.get(url + "/api/v1/query", params={"query": expr}).json()
-    assert answer["status"] == "success", answer
-    return answer["data"]["result"]
+        configs = scrape_configs(monitor, str(targets))
+        with running_prometheus(workdir / "prometheus", configs, rule["spec"]["groups"]) as live:
+            yield live, server
 
 
 def test_the_model_pod_is_scraped_with_model_and_version_labels(prometheus):
-    url, _, workdir = prometheus
-    _wait(lambda: _query(url, "up == 1"), "the model pod's target up", workdir)
-    (target,) = httpx.get(url + "/api/v1/targets").json()["data"]["activeTargets"]
+    live, _ = prometheus
+    live.wait_until(lambda: live.query("up == 1"), "the model pod's target up")
+    (target,) = live.get("/api/v1/targets")["activeTargets"]
     labels = target["labels"]
     assert labels["model"] == "titanic"
     assert labels["model_version"] == "1.0.0"
@@ -161,10 +100,10 @@ def test_the_model_pod_is_scraped_with_model_and_version_labels(prometheus):
 
 
 def test_the_alert_rules_load_and_evaluate(prometheus):
-    url, _, workdir = prometheus
+    live, _ = prometheus
 
     def evaluated() -> list[dict]:
-        groups = httpx.get(url + "/api/v1/rules").json()["data"]["groups"]
+        groups = live.get("/api/v1/rules")["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
         return (
             rules
@@ -172,7 +111,7 @@ def test_the_alert_rules_load_and_evaluate(prometheus):
             else []
         )
 
-    _wait(evaluated, "every rule evaluated", workdir)
+    live.wait_until(evaluated, "every rule evaluated")
     rules = evaluated()
     assert len(rules) == 8
     assert all(rule["health"] == "ok" for rule in rules), rules
@@ -181,19 +120,19 @@ def test_the_alert_rules_load_and_evaluate(prometheus):
 
 
 def test_every_dashboard_panel_query_returns_series(prometheus):
-    url, server, workdir = prometheus
+    live, server = prometheus
     passenger = httpx.get(server.url + "/api/predict/params").json()["example"]
     for _ in range(8):  # enough rows for the drift windows, over a few scrapes
         assert httpx.post(server.url + "/api/predict", json=[passenger] * 40).status_code == 200
         assert httpx.post(server.url + "/api/predict", json={"age": 1}).status_code == 400
         time.sleep(0.5)
-    queries = dashboard_queries()
+    queries = dashboard_queries(DASHBOARD)
     assert len(queries) >= 9
 
     def empty() -> list[str]:
-        return [title for title, expr in queries.items() if not _query(url, expr)]
+        return [title for title, expr in queries.items() if not live.query(expr)]
 
-    _wait(lambda: not empty(), "series for every panel", workdir)
-    drift = _query(url, queries["Input drift (PSI) (A)"])
+    live.wait_until(lambda: not empty(), "series for every panel")
+    drift = live.query(queries["Input drift (PSI) (A)"])
     assert {series["metric"]["input"] for series in drift} >= {"sex", "pclass", "age"}
     assert all(series["metric"]["model"] == "titanic" for series in drift)
