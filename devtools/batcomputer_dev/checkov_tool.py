@@ -1,25 +1,23 @@
 """checkov, the Kubernetes security scanner a cluster admin runs, in a virtualenv of its own.
 
 checkov pins ``packaging<24`` and an old networkx, which pytest and the project's own
-dependencies cannot share, so it lives in its own virtualenv under
-``${XDG_CACHE_HOME:-~/.cache}/batcomputer/tools/checkov-<version>``, installed from PyPI
-the first time. It runs offline: no download of policies, guidelines or mappings and no
-upload of results (and the tests check that it opens no network connection).
+dependencies cannot share, so ``tool_venv`` installs it apart, the first time it is needed.
+It runs offline: no download of policies, guidelines or mappings and no upload of results
+(and the tests check that it opens no network connection).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from batcomputer_dev.tool_venv import tool_command
+
 CHECKOV_VERSION = "3.3.30"
-CHECKOV_REQUIREMENT = f"checkov=={CHECKOV_VERSION}"
 _TIMEOUT_SECONDS = 900
 # Offline and quiet: what checkov would otherwise fetch or send at start-up.
 OFFLINE_ENV = {
@@ -33,7 +31,7 @@ OFFLINE_ENV = {
 
 
 class CheckovToolError(RuntimeError):
-    """checkov could not be installed or run; the message says why."""
+    """checkov failed to run; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -51,34 +49,9 @@ class ScanReport:
     skipped: list[Finding]
 
 
-def tools_dir() -> Path:
-    cache_root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache_root) / "batcomputer" / "tools"
-
-
 def checkov_binary() -> Path:
     """The pinned checkov, installed into its own virtualenv on first use."""
-    venv = tools_dir() / f"checkov-{CHECKOV_VERSION}"
-    binary = venv / "bin" / "checkov"
-    # Written last: a venv without it is an interrupted install, made again from scratch.
-    complete = venv / ".installed"
-    if complete.exists() and os.access(binary, os.X_OK):
-        return binary
-    shutil.rmtree(venv, ignore_errors=True)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "venv", str(venv)], "python -m venv")
-    _run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", CHECKOV_REQUIREMENT],
-        f"pip install {CHECKOV_REQUIREMENT} (is PyPI reachable?)",
-    )
-    complete.write_text(CHECKOV_REQUIREMENT + "\n")
-    return binary
-
-
-def _run(command: list[str], what: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise CheckovToolError(f"{what} failed (exit {result.returncode}): {result.stderr[-800:]}")
+    return tool_command("checkov", CHECKOV_VERSION, "checkov")
 
 
 def scan(
