@@ -74,10 +74,8 @@ def cluster(helm, tmp_path_factory) -> tuple[dict, list[str], int | None]:
         _client("other", "stranger"),
     ]
     (folder / "clients.yaml").write_text(yaml.safe_dump_all(others))
-    operator = next(doc for doc in yaml.safe_load_all(chart) if doc and doc["kind"] == "Deployment")
-    ports = operator["spec"]["template"]["spec"]["containers"][0]["ports"]
-    metrics_port = next((p["containerPort"] for p in ports if p["name"] == "metrics"), None)
-    return netpol_tool.connectivity(folder), models, metrics_port
+    values = yaml.safe_load((security_scan.CHART / "values.yaml").read_text())
+    return netpol_tool.connectivity(folder), models, values.get("metricsPort")
 
 
 SERVING = {"{protocols:TCP,dst_ports:8000}"}
