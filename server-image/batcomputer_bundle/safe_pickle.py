@@ -128,7 +128,7 @@ MODEL_ALLOW_LIST: dict[str, Role] = {
     "numpy.random._pcg64.PCG64": Role.CALL,
     "numpy.random.bit_generator.SeedSequence": Role.CALL,
     "numpy.random.bit_generator.__pyx_unpickle_SeedSequence": Role.CALL,
-    # Protocol 0-2 spellings of objects and bytes (both helpers are checked below).
+    # Protocol 0-2 spellings of objects, bytes and sets (the callables are checked below).
     "copyreg._reconstructor": Role.CALL,
     "_codecs.encode": Role.CALL,
     "builtins.object": Role.ARGUMENT,
@@ -333,6 +333,23 @@ def _latin1_encode(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -
     return codecs.encode(text, "latin1")
 
 
+def _without_size(kind: type) -> Callable[..., Any]:
+    # Protocol 2 writes bytes() for b""; bytes(n) would allocate n bytes for nothing.
+    def build(*args: Any) -> Any:
+        if args and isinstance(args[0], int):
+            raise UnsafePickleError("only copies, never sized allocations", _qualified(kind))
+        return kind(*args)
+
+    return build
+
+
+_CHECKED_HELPERS: dict[str, Callable[..., Any]] = {
+    "_codecs.encode": _latin1_encode,
+    "builtins.bytes": _without_size(bytes),
+    "builtins.bytearray": _without_size(bytearray),
+}
+
+
 class _ModelUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     """The pure-Python unpickler, so BUILD, REDUCE and NEWOBJ can be checked."""
 
@@ -349,8 +366,7 @@ class _ModelUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         found = _resolve(full)
         if full == "copyreg._reconstructor":
             found = _checked_reconstructor(lambda cls: id(cls) in self._classes)
-        elif full == "_codecs.encode":
-            found = _latin1_encode
+        found = _CHECKED_HELPERS.get(full, found)
         if MODEL_ALLOW_LIST[full] is Role.CALL:
             self._callables[id(found)] = found
             if isinstance(found, type):

@@ -314,6 +314,14 @@ _STRUCTURAL = {
         ["_codecs.encode"],
         "only decodes latin-1",
     ),
+    "bytes(n): a sized allocation": (
+        _proto2(
+            _op_global("builtins.bytes"), pickle.LONG1, b"\x06\x00\x10\xa5\xd4\xe8\x00",
+            pickle.TUPLE1, pickle.REDUCE,
+        ),
+        ["builtins.bytes"],
+        "only copies, never sized allocations",
+    ),
     "BUILD onto a class object": (
         _proto2(_op_global(_FOREST), pickle.EMPTY_DICT, pickle.BUILD),
         [_FOREST],
