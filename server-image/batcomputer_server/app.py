@@ -18,7 +18,7 @@ import html
 import logging
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -96,8 +96,12 @@ def create_app(
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
     root_path: str = "",
     metrics: Metrics | None = None,
+    mirror: Callable[[bytes, Any], None] | None = None,
 ) -> Flask:
-    """The server app for a loaded predictor, or an unready one explaining ``load_error``."""
+    """The server app for a loaded predictor, or an unready one explaining ``load_error``.
+
+    ``mirror`` sees the body and answer of every answered prediction (``shadow.Shadow.offer``).
+    """
     app = Flask(__name__, static_folder=None)
     metrics = metrics or Metrics()
     prefix = _normalise_prefix(root_path)
@@ -150,7 +154,12 @@ def create_app(
 
     drift = monitoring.input_drift(predictor, metrics)
     scorer = scoring.Scorer(
-        predictor, metrics, max_batch_rows, load_error, observe_rows=drift.observe_rows
+        predictor,
+        metrics,
+        max_batch_rows,
+        load_error,
+        observe_rows=drift.observe_rows,
+        mirror=mirror,
     )
     inferer = oip_routes.Inferer(
         predictor, metrics, max_batch_rows, load_error, observe_rows=drift.observe_rows

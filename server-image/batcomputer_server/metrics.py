@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_DELTA_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -92,6 +93,41 @@ class Metrics:
             "batcomputer_input_unseen_category",
             "Categorical input values sent that the model never saw in training.",
             ["input"],
+            registry=self._registry,
+        )
+
+        self.shadow_requests = Counter(
+            "batcomputer_shadow_requests",
+            "Requests copied to the shadow version, by outcome: compared, error (it failed, "
+            "timed out or answered in another shape) or dropped (the copy queue was full).",
+            ["outcome"],
+            registry=self._registry,
+        )
+        self.shadow_latency = Histogram(
+            "batcomputer_shadow_request_duration_seconds",
+            "Time the shadow version took to answer a copied request.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self._registry,
+        )
+        self.shadow_delta = Histogram(
+            "batcomputer_shadow_probability_delta",
+            "Absolute difference between the two versions' probability of a flag, per row.",
+            ["flag"],
+            buckets=_DELTA_BUCKETS,
+            registry=self._registry,
+        )
+        self.shadow_delta_max = Gauge(
+            "batcomputer_shadow_probability_delta_max",
+            "Largest absolute difference seen between the two versions' probability of a flag.",
+            ["flag"],
+            registry=self._registry,
+            multiprocess_mode="max",
+        )
+        self.shadow_rows = Counter(
+            "batcomputer_shadow_rows",
+            "Rows compared with the shadow version, by whether its most likely flag was the "
+            "same (top_flag=same) or another (top_flag=changed).",
+            ["top_flag"],
             registry=self._registry,
         )
 

@@ -72,8 +72,12 @@ class Scorer:
         max_batch_rows: int,
         load_error: str | None,
         observe_rows: Callable[[Any], None] | None = None,
+        *,
+        mirror: Callable[[bytes, Any], None] | None = None,
     ) -> None:
         self._predictor = predictor
+        # Shadow traffic gets the body and the answer once the caller's is settled.
+        self._mirror = mirror
         # Input drift sees every parsed body, refused or not (see drift.py).
         self._observe_rows = observe_rows or _ignore
         self._metrics = metrics
@@ -106,4 +110,7 @@ class Scorer:
             if error.row is not None:
                 payload["row"] = error.row
             return 400, encode(payload)
-        return 200, encode(result)
+        payload = encode(result)
+        if self._mirror is not None:
+            self._mirror(body, result)
+        return 200, payload

@@ -18,6 +18,7 @@ import resource
 import socket
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,20 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
     return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 100, got {text}")
+    return value
+
+
+def _http_url(text: str) -> str:
+    target = urllib.parse.urlsplit(text)
+    if target.scheme != "http" or not target.hostname or target.query or target.fragment:
+        raise argparse.ArgumentTypeError(f"not an http:// URL with a host: {text!r:.100}")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,6 +114,26 @@ def _parser() -> argparse.ArgumentParser:
         "[$BATCOMPUTER_ROOT_PATH]",
     )
     parser.add_argument(
+        "--shadow-url",
+        type=_http_url,
+        default=os.environ.get("BATCOMPUTER_SHADOW_URL") or None,
+        help="copy answered predictions to this other version's server and compare the "
+        "answers, e.g. http://crime-v2-0-0.models.svc [$BATCOMPUTER_SHADOW_URL]",
+    )
+    parser.add_argument(
+        "--shadow-percent",
+        type=_percent,
+        default=os.environ.get("BATCOMPUTER_SHADOW_PERCENT") or "100",
+        help="percent of answered predictions copied to --shadow-url "
+        "[$BATCOMPUTER_SHADOW_PERCENT or 100]",
+    )
+    parser.add_argument(
+        "--shadow-timeout",
+        type=_seconds,
+        default=2.0,
+        help="seconds the shadow has to answer a copy; later counts as its error [2]",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -146,7 +181,9 @@ def _prepare_metrics_dir() -> str:
 def build_app(options: argparse.Namespace) -> Any:
     """Load the bundle and build the WSGI app; an unready app when the bundle is bad."""
     from batcomputer_bundle import bundle
+    from batcomputer_server import shadow
     from batcomputer_server.app import create_app
+    from batcomputer_server.metrics import Metrics
     from batcomputer_server.predictor import Predictor
 
     settings = {
@@ -170,7 +207,15 @@ def build_app(options: argparse.Namespace) -> Any:
         predictor.engine.name,
         predictor.engine_reason,
     )
-    return create_app(predictor, **settings)
+    metrics = Metrics()
+    mirror = shadow.from_settings(
+        options.shadow_url, options.shadow_percent, metrics, options.shadow_timeout
+    )
+    if mirror is not None:
+        _log.info("copying %g %% of predictions to %s", options.shadow_percent, options.shadow_url)
+    return create_app(
+        predictor, metrics=metrics, mirror=mirror.offer if mirror else None, **settings
+    )
 
 
 def _gunicorn_options(options: argparse.Namespace) -> dict[str, Any]:
