@@ -31,10 +31,11 @@ PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
 WINDOW_ROWS = 1000
 MIN_ROWS = 100
-ROWS_PER_REQUEST = 256
+ROWS_PER_REQUEST = 16
 PUBLISH_INTERVAL_SECONDS = 1.0
 PUBLISH_EVERY_ROWS = 100
 _SHARE_FLOOR = 1e-4
+_NUMBER_TYPES = (int, float)
 
 
 class DriftSink(Protocol):
@@ -72,16 +73,18 @@ class _Window:
         self._next = 0
         self.filled = 0
 
-    def add(self, bin_number: int) -> None:
-        ring, position = self._ring, self._next
-        leaving = ring[position]
-        if leaving >= 0:
-            self.counts[leaving] -= 1
-        else:
-            self.filled += 1
-        ring[position] = bin_number
-        self.counts[bin_number] += 1
-        self._next = (position + 1) % len(ring)
+    def extend(self, bin_numbers: list[int]) -> None:
+        ring, counts, position, size = self._ring, self.counts, self._next, len(self._ring)
+        for bin_number in bin_numbers:
+            leaving = ring[position]
+            if leaving >= 0:
+                counts[leaving] -= 1
+            else:
+                self.filled += 1
+            ring[position] = bin_number
+            counts[bin_number] += 1
+            position = position + 1 if position + 1 < size else 0
+        self._next = position
 
 
 @dataclass
@@ -157,15 +160,9 @@ class DriftMonitor:
     def _observe_labels(
         self, name: str, state: _InputState, labels: Mapping[str, int], values: list[Any]
     ) -> None:
-        unseen = 0
-        for value in values:
-            if type(value) is not str:
-                continue
-            code = labels.get(value)
-            if code is None:
-                unseen += 1
-            else:
-                state.window.add(code)
+        codes = [labels.get(value) for value in values if type(value) is str]
+        unseen = codes.count(None)
+        state.window.extend([code for code in codes if code is not None] if unseen else codes)  # type: ignore[misc]
         if unseen:
             state.unseen_category += unseen
             if self._sink is not None:
@@ -176,8 +173,9 @@ class DriftMonitor:
         assert isinstance(reference, NumericReference)
         low, high, edges = reference.minimum, reference.maximum, state.interior_edges
         outside = 0
+        bins = []
         for value in values:
-            if type(value) not in (int, float):
+            if type(value) not in _NUMBER_TYPES:
                 continue
             try:
                 number = float(value)
@@ -188,7 +186,8 @@ class DriftMonitor:
                 continue
             if number < low or number > high:
                 outside += 1
-            state.window.add(bisect_right(edges, number))
+            bins.append(bisect_right(edges, number))
+        state.window.extend(bins)
         if outside:
             state.out_of_range += outside
             if self._sink is not None:

@@ -185,8 +185,9 @@ def _psi(metrics_text: str) -> dict[str, float]:
 
 def _send(server, rows):
     # New connections each time, so both workers' windows see the population.
-    for start in range(0, len(rows), 50):
-        response = httpx.post(server.url + "/api/predict", json=rows[start : start + 50])
+    # Batches of 16: the most rows a request contributes to the drift windows.
+    for start in range(0, len(rows), 16):
+        response = httpx.post(server.url + "/api/predict", json=rows[start : start + 16])
         assert response.status_code == 200, response.text
 
 

@@ -122,8 +122,10 @@ def test_the_alert_rules_load_and_evaluate(prometheus):
 def test_every_dashboard_panel_query_returns_series(prometheus):
     live, server = prometheus
     passenger = httpx.get(server.url + "/api/predict/params").json()["example"]
-    for _ in range(8):  # enough rows for the drift windows, over a few scrapes
-        assert httpx.post(server.url + "/api/predict", json=[passenger] * 40).status_code == 200
+    for _ in range(8):  # enough rows for both workers' drift windows, over a few scrapes
+        for _ in range(4):
+            batch = [passenger] * 16
+            assert httpx.post(server.url + "/api/predict", json=batch).status_code == 200
         assert httpx.post(server.url + "/api/predict", json={"age": 1}).status_code == 400
         time.sleep(0.5)
     queries = dashboard_queries(DASHBOARD)

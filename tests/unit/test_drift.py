@@ -108,7 +108,7 @@ def test_psi_is_zero_for_the_same_population_and_grows_with_a_shift():
 
 def test_the_training_population_is_stable_and_a_shifted_one_is_significant(references):
     rng = np.random.default_rng(7)
-    monitor = DriftMonitor(references, window_rows=1000, min_rows=100)
+    monitor = DriftMonitor(references, window_rows=1000, min_rows=100, rows_per_request=100)
     monitor.observe_rows(_rows(rng, 50))
     assert monitor.report()["inputs"]["age"]["psi"] is None  # too few values yet
     for _ in range(10):
