@@ -27,11 +27,13 @@ import _pytest.pathlib
 import joblib
 import numpy as np
 import numpy.ctypeslib
+import numpy.f2py.crackfortran
 import pytest
 import scipy.io.wavfile
 import scipy.stats._continuous_distns
 import sklearn.datasets
 import sklearn.utils._testing
+from _pytest._py.path import LocalPath
 from _server_bundles import FLAGS, LOOKUP, fitted, refresh_digests, write_bundle
 from numpy.testing._private import utils as numpy_testing_utils
 from sklearn.linear_model import LogisticRegression
@@ -145,6 +147,21 @@ GADGETS = [
         "sklearn.utils._testing runs a Python script",
         "sklearn.utils._testing.assert_run_python_script_without_output",
         lambda m: _Call(sklearn.utils._testing.assert_run_python_script_without_output, _open(m)),
+    ),
+    Gadget(
+        "numpy.f2py myeval",
+        "numpy.f2py.crackfortran.myeval",
+        lambda m: _Call(numpy.f2py.crackfortran.myeval, f"__import__('os').system({_touch(m)!r})"),
+    ),
+    Gadget(
+        "joblib.dump writes a file",
+        "joblib.numpy_pickle.dump",
+        lambda m: _Call(joblib.dump, [1], str(m)),
+    ),
+    Gadget(
+        "pytest LocalPath.ensure creates a file",
+        "operator.methodcaller",
+        lambda m: _Call(_Call(operator.methodcaller, "ensure"), _Call(LocalPath, str(m))),
     ),
     Gadget(
         "joblib.Memory creates its cache folder",
