@@ -162,7 +162,7 @@ class DriftMonitor:
     ) -> None:
         codes = [labels.get(value) for value in values if type(value) is str]
         unseen = codes.count(None)
-        state.window.extend([code for code in codes if code is not None] if unseen else codes)  # type: ignore[misc]
+        state.window.extend([code for code in codes if code is not None])
         if unseen:
             state.unseen_category += unseen
             if self._sink is not None:
