@@ -26,6 +26,9 @@ class Strategy(StrEnum):
     SHADOW = "Shadow"
 
 
+# The strategies this operator carries out; a valid spec asking for another is refused
+# (InvalidSpec), never rolled out some other way.
+OPERATED_STRATEGIES = frozenset({Strategy.BLUE_GREEN})
 MAX_STEPS = 10
 MAX_DURATION_SECONDS = 24 * 3600
 DEFAULT_PAUSE_SECONDS = 60
@@ -77,7 +80,19 @@ def parse_duration(text: Any, field: str) -> int:
     return seconds
 
 
-def parse_rollout(raw: Any) -> RolloutSpec:
+def parse_rollout(raw: Any, replicas: Any = 1) -> RolloutSpec:
+    """`spec.rollout` of a BatModel with `spec.replicas` of `replicas`."""
+    rollout = _parse(raw)
+    if rollout.strategy is Strategy.CANARY and replicas == 1:
+        # Canary weights are replica shares of the Service (see rollout.replica_split).
+        raise RolloutError(
+            "spec.rollout.strategy: Canary splits traffic by pods and needs spec.replicas "
+            "of at least 2 (1 gives no share between 0 and 100 %)"
+        )
+    return rollout
+
+
+def _parse(raw: Any) -> RolloutSpec:
     if raw is None:
         return RolloutSpec()
     if not isinstance(raw, Mapping):

@@ -14,7 +14,12 @@ from typing import Any
 import semver
 
 from batcomputer_bundle.names import DIGEST_PATTERN, PICKLE_FILES
-from batcomputer_operator.rollout_spec import RolloutError, RolloutSpec, Strategy, parse_rollout
+from batcomputer_operator.rollout_spec import (
+    OPERATED_STRATEGIES,
+    RolloutError,
+    RolloutSpec,
+    parse_rollout,
+)
 
 SHA256_FILES = PICKLE_FILES
 MAX_REPLICAS = 100
@@ -139,14 +144,13 @@ def _parse_ingress(ingress: Any) -> IngressSpec | None:
 
 def _parse_rollout(raw: Mapping[str, Any]) -> RolloutSpec:
     try:
-        rollout = parse_rollout(raw.get("rollout"))
+        rollout = parse_rollout(raw.get("rollout"), replicas=raw.get("replicas", 1))
     except RolloutError as error:
         raise SpecError(str(error)) from None
-    replicas = raw.get("replicas", 1)
-    if rollout.strategy is Strategy.CANARY and replicas == 1:
-        # Canary weights are replica shares of the Service (see rollout.replica_split).
+    if rollout.strategy not in OPERATED_STRATEGIES:
+        operated = ", ".join(sorted(OPERATED_STRATEGIES))
         raise SpecError(
-            "spec.rollout.strategy: Canary splits traffic by pods and needs spec.replicas "
-            "of at least 2 (1 gives no share between 0 and 100 %)"
+            f"spec.rollout.strategy: {rollout.strategy} is a valid rollout, but this operator "
+            f"carries out {operated} only; nothing is deployed for it"
         )
     return rollout

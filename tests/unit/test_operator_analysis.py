@@ -63,7 +63,7 @@ def test_an_unready_candidates_503s_are_errors():
     measured = analysis.canary_measurement(analysis.growth(None, _page("candidate-unready.txt")))
     assert (measured.requests, measured.errors) == (20, 20)
     decision = next_action(
-        parse_rollout({"strategy": "Canary", "steps": [{"weight": 10}]}), 0, 5, measured
+        parse_rollout({"strategy": "Canary", "steps": [{"weight": 10}]}, replicas=2), 0, 5, measured
     )
     assert (decision.action, decision.failed_threshold) == (Action.ROLL_BACK, "maxErrorRatio")
     assert decision.message == "maxErrorRatio: 20 of 20 requests failed (1.000), above 0.01"

@@ -28,7 +28,8 @@ CANARY = parse_rollout(
         "strategy": "Canary",
         "steps": [{"weight": 10, "pause": "30s"}, {"weight": 50, "pause": "1m"}],
         "analysis": {"maxErrorRatio": 0.01, "maxP99LatencySeconds": 0.5, "minRequests": 100},
-    }
+    },
+    replicas=10,
 )
 SHADOW = parse_rollout(
     {
@@ -69,7 +70,8 @@ def test_too_few_requests_keep_the_step_waiting_past_its_pause():
 
 def test_no_requests_never_promote_even_with_min_requests_zero():
     rollout = parse_rollout(
-        {"strategy": "Canary", "steps": [{"weight": 5}], "analysis": {"minRequests": 0}}
+        {"strategy": "Canary", "steps": [{"weight": 5}], "analysis": {"minRequests": 0}},
+        replicas=2,
     )
     assert next_action(rollout, 0, 3600, Measurement()).action is Action.WAIT
     assert next_action(rollout, 0, 3600, Measurement(requests=1)).action is Action.PROMOTE

@@ -9,6 +9,7 @@ import yaml
 from batcomputer_operator.rollout_spec import (
     Analysis,
     CanaryStep,
+    RolloutError,
     RolloutSpec,
     Strategy,
     parse_duration,
@@ -31,14 +32,18 @@ def _spec(rollout, replicas=2):
     return parse_spec(raw)
 
 
+def _rollout(rollout, replicas=2):
+    return parse_rollout(rollout, replicas)
+
+
 def test_no_rollout_is_blue_green():
     assert _spec(...).rollout == RolloutSpec(strategy=Strategy.BLUE_GREEN)
-    assert _spec({}).rollout.strategy is Strategy.BLUE_GREEN
-    assert _spec({"strategy": "BlueGreen"}).rollout == RolloutSpec()
+    assert _rollout({}).strategy is Strategy.BLUE_GREEN
+    assert _rollout({"strategy": "BlueGreen"}) == RolloutSpec()
 
 
 def test_canary_steps_with_default_pause_and_analysis():
-    rollout = _spec(
+    rollout = _rollout(
         {
             "strategy": "Canary",
             "steps": [
@@ -48,7 +53,7 @@ def test_canary_steps_with_default_pause_and_analysis():
             ],
             "analysis": {"maxErrorRatio": 0, "maxP99LatencySeconds": 0.25, "minRequests": 5},
         }
-    ).rollout
+    )
     assert rollout.strategy is Strategy.CANARY
     assert rollout.steps == (CanaryStep(10, 30), CanaryStep(50, 120), CanaryStep(90, 60))
     assert rollout.analysis == Analysis(
@@ -57,24 +62,24 @@ def test_canary_steps_with_default_pause_and_analysis():
 
 
 def test_shadow_defaults_and_values():
-    assert _spec({"strategy": "Shadow"}).rollout == RolloutSpec(
+    assert _rollout({"strategy": "Shadow"}) == RolloutSpec(
         Strategy.SHADOW, mirror_percent=100, duration_seconds=300
     )
-    rollout = _spec(
+    rollout = _rollout(
         {
             "strategy": "Shadow",
             "mirrorPercent": 25,
             "duration": "1h",
             "analysis": {"maxDisagreement": 0.1, "maxErrorRatio": 0.5},
         }
-    ).rollout
+    )
     assert (rollout.mirror_percent, rollout.duration_seconds) == (25, 3600)
     assert rollout.analysis.max_disagreement == 0.1
     assert rollout.analysis.max_error_ratio == 0.5
 
 
 def test_a_stopped_canary_model_needs_no_split():
-    assert _spec({"strategy": "Canary", "steps": [{"weight": 50}]}, replicas=0).rollout.steps
+    assert _rollout({"strategy": "Canary", "steps": [{"weight": 50}]}, replicas=0).steps
 
 
 @pytest.mark.parametrize(
@@ -132,9 +137,23 @@ def test_a_stopped_canary_model_needs_no_split():
     ],
 )
 def test_invalid_rollout_is_refused_naming_the_field(rollout, replicas, message):
+    with pytest.raises(RolloutError) as caught:
+        _rollout(rollout, replicas)
+    assert message in str(caught.value)
     with pytest.raises(SpecError) as caught:
         _spec(rollout, replicas)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "rollout",
+    [{"strategy": "Canary", "steps": [{"weight": 10}]}, {"strategy": "Shadow"}],
+)
+def test_a_valid_strategy_the_operator_does_not_carry_out_is_refused(rollout):
+    # Never rolled out blue/green instead of what the manifest asks for.
+    assert _rollout(rollout).strategy in (Strategy.CANARY, Strategy.SHADOW)
+    with pytest.raises(SpecError, match="is a valid rollout, but this operator carries out"):
+        _spec(rollout)
 
 
 @pytest.mark.parametrize(
