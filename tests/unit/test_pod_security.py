@@ -10,6 +10,7 @@ import yaml
 from batcomputer_dev.pod_security import pod_spec_of, restricted_violations
 from batcomputer_dev.security_scan import (
     CHART,
+    EXAMPLES,
     HARDENED_VALUES,
     example_batmodels,
     operator_manifests,
@@ -129,3 +130,12 @@ def test_schema_validation_catches_a_misspelt_field():
     manifest["spec"]["template"]["spec"]["containers"][0]["securityContex"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(manifest, SCHEMA_VERSIONS[0], strict=True)
+
+
+def test_the_example_namespace_enforces_the_restricted_profile():
+    namespace = yaml.safe_load((EXAMPLES / "namespace-models.yaml").read_text())
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    # the BatModels land in it (kustomization.yaml sets the namespace)
+    kustomization = yaml.safe_load((EXAMPLES / "kustomization.yaml").read_text())
+    assert kustomization["namespace"] == namespace["metadata"]["name"] == "models"
