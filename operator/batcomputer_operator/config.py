@@ -28,6 +28,8 @@ class OperatorConfig:
     # version stuck without a container error (a server that never gets ready)
     # ends up Stalled.
     progress_deadline_seconds: int = 300
+    # Refuse (Stalled, reason Unpinned) BatModels without spec.source.digest.
+    require_pinned_bundles: bool = False
     # Safety net only: child watch events wake a model's reconcile at once.
     resync_seconds: float = 300.0
     pending_resync_seconds: float = 10.0
@@ -45,6 +47,19 @@ def image_reference(value: str) -> str:
             f"{value!r:.120} is not an image reference REPOSITORY[:TAG][@sha256:<64 hex>]"
         )
     return value
+
+
+def _flag(value: str) -> bool:
+    """An environment switch: true/false, yes/no, 1/0 or empty (false); anything else is
+    refused rather than read as one or the other."""
+    normalized = value.strip().lower()
+    if normalized in ("true", "yes", "1"):
+        return True
+    if normalized in ("false", "no", "0", ""):
+        return False
+    raise ValueError(
+        f"BATCOMPUTER_REQUIRE_PINNED_BUNDLES: {value!r:.40} is not a boolean (true or false)"
+    )
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -92,6 +107,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "(env BATCOMPUTER_PROGRESS_DEADLINE_SECONDS)",
     )
     parser.add_argument(
+        "--require-pinned-bundles",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refuse BatModels whose bundle is not pinned by spec.source.digest "
+        "(env BATCOMPUTER_REQUIRE_PINNED_BUNDLES=true)",
+    )
+    parser.add_argument(
         "--resync-seconds",
         type=float,
         default=float(env.get("BATCOMPUTER_RESYNC_SECONDS", "300")),
@@ -101,7 +123,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
-    args = _parser(env).parse_args(list(argv))
+    parser = _parser(env)
+    args = parser.parse_args(list(argv))
+    if args.require_pinned_bundles is None:
+        try:
+            args.require_pinned_bundles = _flag(env.get("BATCOMPUTER_REQUIRE_PINNED_BUNDLES", ""))
+        except ValueError as error:
+            parser.error(str(error))
     namespaces = args.namespaces
     if namespaces is None:
         namespaces = [ns for ns in env.get("BATCOMPUTER_NAMESPACES", "").split(",") if ns.strip()]
@@ -112,5 +140,6 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
         ingress_host=args.ingress_host,
         liveness_port=args.liveness_port,
         progress_deadline_seconds=args.progress_deadline_seconds,
+        require_pinned_bundles=args.require_pinned_bundles,
         resync_seconds=args.resync_seconds,
     )

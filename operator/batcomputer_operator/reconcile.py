@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batcomputer_operator import manifests, naming, status
+from batcomputer_operator import manifests, naming, pinning, status
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.kube import Kube, KubeError
 from batcomputer_operator.spec import BatModelSpec, SpecError, parse_spec
@@ -138,6 +138,10 @@ class _Pass:
         endpoints = self.kube.get("Endpoints", namespace, name)
         pods = self.kube.list("Pod", namespace, {naming.MODEL_LABEL: name})
         serving = status.serving_deployment(endpoints, pods, deployments)
+        refused = pinning.refusal(pinning.pinning(spec), self.config.require_pinned_bundles)
+        if refused is not None:  # nothing is deployed for it; the serving version carries on
+            unpinned = status.Failure(pinning.UNPINNED, refused)
+            return self.finish(self._observed(spec, unpinned, serving=serving), live_status, now)
 
         try:
             desired = self.ensure_deployment(spec, existing)
@@ -196,6 +200,7 @@ class _Pass:
             failure=failure,
             url=manifests.service_url(self.owner),
             ingress_path=spec.ingress.path if spec.ingress else None,
+            pinning=pinning.pinning(spec),
         )
 
     def _observed_invalid(self, error: SpecError) -> status.Observed:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from batcomputer_bundle.names import FETCH_FAILURE_REASONS
+from batcomputer_operator import pinning
 from batcomputer_operator.naming import TEMPLATE_HASH_ANNOTATION
+from batcomputer_operator.pinning import Pinning
 
 _WAITING_FAILURES = frozenset(
     {
@@ -257,6 +259,7 @@ class Observed:
     failure: Failure | None
     url: str
     ingress_path: str | None
+    pinning: Pinning | None = None  # None while the spec cannot be read
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,7 @@ def build_status(seen: Observed, previous: Sequence[Mapping[str, Any]], now: str
                 reason if stalled else settled,
                 message,
             ),
+            *_pinned(context, seen.pinning),
         ],
         "desiredVersion": seen.desired_version,
         "servingVersion": seen.serving_version,
@@ -348,6 +352,14 @@ def build_status(seen: Observed, previous: Sequence[Mapping[str, Any]], now: str
         "url": seen.url,
         "ingressPath": seen.ingress_path,
     }
+
+
+def _pinned(context: _Context, pin: Pinning | None) -> list[dict[str, Any]]:
+    """The Pinned condition, apart from the kstatus three: whether the bundle is pinned by
+    its digest says nothing about progress, and GitOps users alert on Pinned=False."""
+    if pin is None:
+        return []
+    return [_condition(context, pinning.CONDITION, pin.pinned, pin.reason, pin.message)]
 
 
 def status_differs(new: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:

@@ -80,6 +80,7 @@ def test_default_install_runs_the_published_operator_image(cluster_wide):
     config = load_config([], {env["name"]: env["value"] for env in container["env"]})
     assert config.server_image == "ghcr.io/batcomputer/batcomputer-server:0.1.0"
     assert config.namespaces == ()
+    assert config.require_pinned_bundles is False  # unpinned models served, marked Pinned=False
 
 
 def test_values_reach_the_operator_configuration(namespaced, helm):
@@ -88,6 +89,7 @@ def test_values_reach_the_operator_configuration(namespaced, helm):
         *("--set-json", 'watchNamespaces=["models","staging"]'),
         *("--set", "defaultIngressClass=nginx", "--set", "defaultIngressHost=ml.example.org"),
         *("--set", "serverImage=registry.example/server:2.0.0", "--set", "livenessPort=9090"),
+        *("--set", "requirePinnedBundles=true"),
     )
     container = _operator_container(docs)
     config = load_config([], {env["name"]: env["value"] for env in container["env"]})
@@ -96,6 +98,7 @@ def test_values_reach_the_operator_configuration(namespaced, helm):
     assert config.ingress_host == "ml.example.org"
     assert config.server_image == "registry.example/server:2.0.0"
     assert config.liveness_port == 9090
+    assert config.require_pinned_bundles is True
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert container["ports"] == [{"name": "liveness", "containerPort": 9090, "protocol": "TCP"}]
 
@@ -199,6 +202,7 @@ def test_rendered_crds_are_the_repository_crd(helm):
         (["--set", "runAsUser=0"], "/runAsUser"),
         (["--set", "defaultIngressHost=Not A Host"], "/defaultIngressHost"),
         (["--set", "watchNamespace=models"], "watchNamespace"),
+        (["--set", "requirePinnedBundles=sometimes"], "/requirePinnedBundles"),
     ],
     ids=[
         "pull-policy",
@@ -210,6 +214,7 @@ def test_rendered_crds_are_the_repository_crd(helm):
         "root-user",
         "bad-host",
         "misspelt-key",
+        "require-pinned-not-boolean",
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(helm, values, field):

@@ -1,5 +1,7 @@
 """Operator settings: flags win over environment variables, which win over defaults."""
 
+import pytest
+
 from batcomputer_operator.config import DEFAULT_SERVER_IMAGE, OperatorConfig, load_config
 
 
@@ -37,3 +39,20 @@ def test_flags_override_environment():
     config = load_config(["--server-image", "b:2", "-n", "one", "--namespace", "two"], env)
     assert config.server_image == "b:2"
     assert config.namespaces == ("one", "two")
+
+
+def test_unpinned_bundles_are_served_unless_the_operator_is_told_to_refuse_them():
+    assert load_config([], {}).require_pinned_bundles is False
+    env = {"BATCOMPUTER_REQUIRE_PINNED_BUNDLES": "true"}
+    assert load_config([], env).require_pinned_bundles is True
+    assert load_config(["--no-require-pinned-bundles"], env).require_pinned_bundles is False
+    assert load_config(["--require-pinned-bundles"], {}).require_pinned_bundles is True
+    off = {"BATCOMPUTER_REQUIRE_PINNED_BUNDLES": "0"}
+    assert load_config([], off).require_pinned_bundles is False
+
+
+def test_a_misspelt_require_pinned_bundles_is_refused_not_read_as_false(capsys):
+    with pytest.raises(SystemExit) as exited:
+        load_config([], {"BATCOMPUTER_REQUIRE_PINNED_BUNDLES": "ture"})
+    assert exited.value.code == 2
+    assert "'ture' is not a boolean (true or false)" in capsys.readouterr().err
