@@ -161,6 +161,9 @@ def _install_operator(settings: DemoSettings) -> None:
             # Only the demo's namespace: the test suite runs operators of its own in others.
             "--set",
             f"watchNamespaces={{{settings.models_namespace}}}",
+            # The BatModels batcomputer-publish prints are pinned by their bundle digest:
+            # the operator refuses any that is not.
+            *("--set", "requirePinnedBundles=true"),
             *(flag for value in _network_policy_values(settings) for flag in ("--set", value)),
             *(flag for value in settings.helm_values for flag in ("--set", value)),
             "--wait",
@@ -205,6 +208,7 @@ def _wait_ready(settings: DemoSettings, model: str, timeout: float = 300) -> Non
         ready, stalled = _condition(batmodel, "Ready"), _condition(batmodel, "Stalled")
         if current and ready.get("status") == "True":
             print(f"{model}: Ready ({ready.get('message', '')})", flush=True)
+            print(f"{model}: {_condition(batmodel, 'Pinned').get('message')}", flush=True)
             return
         if current and stalled.get("status") == "True":
             raise DemoError(

@@ -50,6 +50,11 @@ def test_demo_trains_publishes_installs_and_predicts(demo_run):
     assert demo_run.returncode == 0, output[-3000:] + demo_run.stderr[-3000:]
     assert "titanic: Ready" in output
     assert "crime: Ready" in output
+    # Installed to require pins, so Ready means pinned by the digest publish printed.
+    for model in ("titanic", "crime"):
+        assert re.search(
+            rf"^{model}: version 1\.0\.0 is pinned by its bundle digest sha256:", output, re.M
+        )
     assert re.search(r"^titanic\s+1\.0\.0\s+1\.0\.0\s+True\s+http://titanic\.", output, re.M)
     assert re.search(r"^crime\s+1\.0\.0\s+1\.0\.0\s+True\s+http://crime\.", output, re.M)
     survived = re.search(r"^\s+survived\s+([\d.]+)%", output, re.M)
