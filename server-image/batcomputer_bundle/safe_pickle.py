@@ -183,7 +183,7 @@ class UnsafePickleError(pickle.UnpicklingError):
         super().__init__(f"refused to load {global_name}: {reason}" if global_name else reason)
 
 
-def canonical_name(module: str, name: str) -> str:
+def _canonical_name(module: str, name: str) -> str:
     """``module.name`` as this reader spells it (Python 2 and NumPy 1 names mapped)."""
     module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
     module = _compat_pickle.IMPORT_MAPPING.get(module, module)
@@ -228,9 +228,9 @@ def _walk(data: bytes) -> Iterator[tuple[str, Any, str | None]]:
         elif name != "FRAME":
             if name == "GLOBAL":
                 module, _, attribute = str(argument).partition(" ")
-                global_name = canonical_name(module, attribute)
+                global_name = _canonical_name(module, attribute)
             elif name == "STACK_GLOBAL" and len(recent) == 2 and None not in recent:
-                global_name = canonical_name(*recent)  # type: ignore[arg-type]
+                global_name = _canonical_name(*recent)  # type: ignore[arg-type]
             recent = []
         yield name, argument, global_name
 
@@ -361,7 +361,7 @@ class _ModelUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         self._classes: dict[int, type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        full = canonical_name(module, name)
+        full = _canonical_name(module, name)
         _check_global(full, self._recorded)
         found = _resolve(full)
         if full == "copyreg._reconstructor":
@@ -452,7 +452,7 @@ def _describe(target: Any) -> str:
     return f"a {_qualified(type(target))} object"
 
 
-def recorded_types(model_types: Any) -> frozenset[str]:
+def _recorded_types(model_types: Any) -> frozenset[str]:
     """``bundle.json`` ``model_types`` as a set; anything but a list of names is refused."""
     if model_types is None:
         return frozenset()
@@ -467,7 +467,7 @@ def load_model(data: bytes, model_types: Any) -> Any:
     Every global the pickle names is checked before anything is unpickled, so a
     refused one never runs, whatever comes before it in the pickle.
     """
-    recorded = recorded_types(model_types)
+    recorded = _recorded_types(model_types)
     for full in _model_globals(data):
         _check_global(full, recorded)
     model = _ModelUnpickler(data, recorded).load()
