@@ -28,8 +28,13 @@ import orjson
 
 from batcomputer_server.metrics import Metrics
 
-DEFAULT_QUEUE_SIZE = 256
-DEFAULT_SENDERS = 4
+# Small on purpose: copies compete with callers for the worker's CPU, so when the worker
+# is busy they are dropped rather than queued behind its callers.
+DEFAULT_QUEUE_SIZE = 64
+DEFAULT_SENDERS = 1
+# After a copy could not reach the shadow at all: a dead shadow then costs a few connection
+# attempts a second, not a busy loop; copies offered meanwhile are dropped.
+PAUSE_AFTER_UNREACHABLE_SECONDS = 0.2
 DEFAULT_TIMEOUT_SECONDS = 2.0
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
@@ -154,11 +159,19 @@ class Shadow:
                 )
             try:
                 self._mirror(connection, body, answer)
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                connection = None
+                self._failed(error)
+                time.sleep(PAUSE_AFTER_UNREACHABLE_SECONDS)
             except Exception as error:  # a sender must outlive any one copy
                 connection.close()
                 connection = None
-                self._metrics.shadow_requests.labels("error").inc()
-                _log.debug("shadow copy failed: %s", error)
+                self._failed(error)
+
+    def _failed(self, error: Exception) -> None:
+        self._metrics.shadow_requests.labels("error").inc()
+        _log.debug("shadow copy failed: %s", error)
 
     def _mirror(self, connection: http.client.HTTPConnection, body: bytes, answer: Any) -> None:
         started = time.perf_counter()
