@@ -16,6 +16,7 @@ scrape is all it did). From that difference:
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -174,3 +175,29 @@ def shadow_measurement(grown: Scrape) -> Measurement:
         p99_seconds=quantile(0.99, _buckets(grown, _SHADOW_LATENCY)),
         disagreement=disagreement(grown).worst,
     )
+
+
+class Baselines:
+    """Each pod's first scrape in a step, so a measurement covers that step only.
+
+    Held in the operator's memory: after a restart the step's analysis starts again
+    from the pods' next scrape, which can only make it wait longer, never pass early.
+    A pod first seen during a step counts from its first scrape.
+    """
+
+    def __init__(self) -> None:
+        self._steps: dict[str, tuple[Any, dict[str, Scrape]]] = {}
+
+    def measure(self, model: str, step: Any, scrapes: Mapping[str, Scrape]) -> Scrape:
+        """What the pods in `scrapes` (pod uid → scrape) counted since their first scrape
+        in `step` of `model`'s rollout (any value that changes when the step does)."""
+        seen_step, first = self._steps.get(model, (None, {}))
+        if seen_step != step:
+            first = {}
+            self._steps[model] = (step, first)
+        for pod, scrape in scrapes.items():
+            first.setdefault(pod, scrape)
+        return combined(growth(first[pod], scrape) for pod, scrape in scrapes.items())
+
+    def forget(self, model: str) -> None:
+        self._steps.pop(model, None)

@@ -241,3 +241,76 @@ def shadow_env(rollout: RolloutSpec, candidate_url: str) -> list[dict[str, str]]
         {"name": SHADOW_URL_ENV, "value": candidate_url},
         {"name": SHADOW_PERCENT_ENV, "value": str(rollout.mirror_percent)},
     ]
+
+
+VERDICTS = {
+    Action.WAIT: "Analysing",
+    Action.ADVANCE: "Analysing",
+    Action.PROMOTE: "Promoted",
+    Action.ROLL_BACK: "RolledBack",
+}
+# The Stalled reason of a rolled-back version; the message names the failed threshold.
+ANALYSIS_FAILED = "AnalysisFailed"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a rollout of `candidate` stands; kept in status.rollout between passes."""
+
+    candidate: str  # the version under analysis
+    step: int  # index into the Canary steps; 0 for Shadow
+    step_started: str  # RFC 3339: when this step's traffic was in place
+
+
+def recorded_progress(status_rollout: Any, candidate: str) -> Progress | None:
+    """The progress status.rollout records for `candidate`, if any and readable.
+
+    Status is the operator's own, but it may come from another operator version or a
+    hand edit: anything unreadable starts the rollout over rather than guess a step.
+    """
+    if not isinstance(status_rollout, Mapping):
+        return None
+    step = status_rollout.get("stepIndex")
+    started = status_rollout.get("stepStartedAt")
+    if (
+        status_rollout.get("candidateVersion") != candidate
+        or isinstance(step, bool)
+        or not isinstance(step, int)
+        or step < 0
+        or not isinstance(started, str)
+    ):
+        return None
+    return Progress(candidate, step, started)
+
+
+def after(progress: Progress, decision: Decision, now: str) -> Progress:
+    """The progress once `decision` is carried out at `now`."""
+    if decision.action is Action.ADVANCE:
+        return Progress(progress.candidate, decision.step, now)
+    return progress
+
+
+def rollout_status(
+    rollout: RolloutSpec, progress: Progress, decision: Decision, split: Split | None = None
+) -> dict:
+    """status.rollout: what `kubectl get bm` shows as strategy, step and weight; `split`:
+    the Canary's pods as they are, whose share may differ from the weight asked for."""
+    found: dict[str, Any] = {
+        "strategy": rollout.strategy.value,
+        "candidateVersion": progress.candidate,
+        "stepIndex": progress.step,
+        "stepStartedAt": progress.step_started,
+        "verdict": VERDICTS[decision.action],
+        "message": decision.message,
+    }
+    if rollout.strategy is Strategy.CANARY:
+        found["step"] = f"{progress.step + 1}/{len(rollout.steps)}"
+        found["weight"] = rollout.steps[progress.step].weight
+        if split is not None:
+            found["effectiveWeight"] = round(split.effective_weight, 1)
+    elif rollout.strategy is Strategy.SHADOW:
+        found["step"] = "shadow"
+        found["mirrorPercent"] = rollout.mirror_percent
+    if decision.failed_threshold is not None:
+        found["failedThreshold"] = decision.failed_threshold
+    return found

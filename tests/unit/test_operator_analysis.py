@@ -140,3 +140,36 @@ def test_a_count_that_is_not_one_is_a_metrics_error(value):
 
 def test_an_empty_page_is_an_empty_scrape():
     assert analysis.parse("") == analysis.Scrape({})
+
+
+def test_baselines_measure_each_step_from_its_first_scrape():
+    before, after = _page("candidate-before.txt"), _page("candidate-after.txt")
+    baselines = analysis.Baselines()
+    # The first scrape of a step is its baseline: nothing measured yet.
+    first = baselines.measure("uid-1", ("2.0.0", 0), {"pod-a": before})
+    assert analysis.canary_measurement(first).requests == 0
+    later = baselines.measure("uid-1", ("2.0.0", 0), {"pod-a": after})
+    assert analysis.canary_measurement(later).requests == 21
+    # A pod first seen in the step counts from its first scrape on.
+    both = baselines.measure("uid-1", ("2.0.0", 0), {"pod-a": after, "pod-b": after})
+    assert analysis.canary_measurement(both).requests == 21
+    # The next step starts from zero again; other models are apart.
+    assert analysis.canary_measurement(
+        baselines.measure("uid-1", ("2.0.0", 1), {"pod-a": after})
+    ) == analysis.canary_measurement(analysis.Scrape({}))
+    assert baselines.measure("uid-2", ("2.0.0", 0), {"pod-a": after}).samples
+    assert (
+        analysis.canary_measurement(
+            baselines.measure("uid-2", ("2.0.0", 0), {"pod-a": after})
+        ).requests
+        == 0
+    )
+
+
+def test_forgotten_baselines_start_over():
+    baselines = analysis.Baselines()
+    baselines.measure("uid-1", 0, {"pod-a": _page("candidate-before.txt")})
+    baselines.forget("uid-1")
+    baselines.forget("uid-unknown")
+    measured = baselines.measure("uid-1", 0, {"pod-a": _page("candidate-after.txt")})
+    assert analysis.canary_measurement(measured).requests == 0

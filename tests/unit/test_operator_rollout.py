@@ -12,9 +12,13 @@ from batcomputer_operator.rollout import (
     SHADOW_URL_ENV,
     Action,
     Measurement,
+    Progress,
+    after,
     canary_ingress,
     next_action,
+    recorded_progress,
     replica_split,
+    rollout_status,
     routed_to,
     shadow_env,
     stable_selector,
@@ -305,3 +309,68 @@ def test_shadow_env_only_for_shadow():
     ]
     assert shadow_env(CANARY, url) == []
     assert shadow_env(parse_rollout(None), url) == []
+
+
+def test_progress_round_trips_through_status():
+    progress = Progress("2.0.0", 0, "2026-12-02T08:00:00Z")
+    decision = next_action(CANARY, 0, 10, HEALTHY)
+    status = rollout_status(CANARY, progress, decision, replica_split(10, 10))
+    assert status == {
+        "strategy": "Canary",
+        "candidateVersion": "2.0.0",
+        "stepIndex": 0,
+        "stepStartedAt": "2026-12-02T08:00:00Z",
+        "verdict": "Analysing",
+        "message": "canary step 1/2 at 10 %: analysing, 20s left",
+        "step": "1/2",
+        "weight": 10,
+        "effectiveWeight": 10.0,
+    }
+    assert recorded_progress(status, "2.0.0") == progress
+
+
+def test_an_advance_starts_the_next_step_now():
+    progress = Progress("2.0.0", 0, "2026-12-02T08:00:00Z")
+    decision = next_action(CANARY, 0, 30, HEALTHY)
+    moved = after(progress, decision, "2026-12-02T08:00:31Z")
+    assert moved == Progress("2.0.0", 1, "2026-12-02T08:00:31Z")
+    status = rollout_status(CANARY, moved, decision, replica_split(50, 4))
+    assert (status["step"], status["weight"], status["effectiveWeight"]) == ("2/2", 50, 50.0)
+    waiting = next_action(CANARY, 1, 5, HEALTHY)
+    assert after(moved, waiting, "2026-12-02T08:00:36Z") == moved
+
+
+def test_a_rolled_back_status_names_the_threshold():
+    progress = Progress("2.0.0", 1, "2026-12-02T08:00:00Z")
+    decision = next_action(CANARY, 1, 1, Measurement(requests=100, errors=50))
+    status = rollout_status(CANARY, progress, decision)
+    assert (status["verdict"], status["failedThreshold"]) == ("RolledBack", "maxErrorRatio")
+    assert "effectiveWeight" not in status
+
+
+def test_shadow_status():
+    progress = Progress("2.0.0", 0, "2026-12-02T08:00:00Z")
+    status = rollout_status(SHADOW, progress, next_action(SHADOW, 0, 120, HEALTHY))
+    assert (status["step"], status["mirrorPercent"], status["verdict"]) == (
+        "shadow",
+        50,
+        "Promoted",
+    )
+    assert "weight" not in status
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        None,
+        "1/2",
+        {},
+        {"candidateVersion": "1.9.0", "stepIndex": 0, "stepStartedAt": "t"},  # another version
+        {"candidateVersion": "2.0.0", "stepIndex": -1, "stepStartedAt": "t"},
+        {"candidateVersion": "2.0.0", "stepIndex": True, "stepStartedAt": "t"},
+        {"candidateVersion": "2.0.0", "stepIndex": "1", "stepStartedAt": "t"},
+        {"candidateVersion": "2.0.0", "stepIndex": 0},
+    ],
+)
+def test_unreadable_progress_starts_over(recorded):
+    assert recorded_progress(recorded, "2.0.0") is None
