@@ -284,9 +284,13 @@ def load_data(data: bytes, max_bytes: int = DATA_MAX_BYTES) -> Any:
     return value
 
 
-def _check_size(value: Any, max_depth: int, descend_objects: bool) -> None:
-    """Refuse deep nesting and shared-reference blow-ups (counted at every reference)."""
+def _check_size(value: Any, max_depth: int, descend_objects: bool) -> list[Any]:
+    """Refuse deep nesting and shared-reference blow-ups (counted at every reference).
+
+    Returns every distinct object met that is not a plain container.
+    """
     budget = MAX_ELEMENTS
+    objects: dict[int, Any] = {}
     pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
         item, depth = pending.pop()
@@ -304,10 +308,97 @@ def _check_size(value: Any, max_depth: int, descend_objects: bool) -> None:
         elif isinstance(item, np.ndarray) and item.dtype.hasobject:
             children = list(item.flat)
         elif descend_objects and isinstance(getattr(item, "__dict__", None), dict):
+            objects[id(item)] = item
             children = item.__dict__.values()
         else:
+            objects[id(item)] = item
             continue
         pending.extend((child, depth + 1) for child in children)
+    return list(objects.values())
+
+
+# ---------------------------------------------------------------- native indexes
+
+_TREE = "sklearn.tree._tree.Tree"
+_TREE_PREDICTOR = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+_HIST_GRADIENT_BOOSTING = (
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier"
+)
+
+
+def _out_of_range(values: np.ndarray, low: Any, high: Any) -> bool:
+    return bool(np.any((values < low) | (values >= high)))
+
+
+def _check_children(kind: str, left: np.ndarray, right: np.ndarray, inner: np.ndarray) -> None:
+    # Training numbers nodes depth-first, so children always follow their parent: in
+    # range and never a cycle.
+    index = np.arange(len(inner))[inner]
+    count = len(inner)
+    if _out_of_range(left[inner], index + 1, count) or _out_of_range(
+        right[inner], index + 1, count
+    ):
+        raise UnsafePickleError(f"a {kind} node points outside its tree", kind)
+
+
+def _check_tree(tree: Any, n_features: int | None) -> None:
+    # Tree.__setstate__ itself cuts node_count down to the node array it was given.
+    left, right, feature = tree.children_left, tree.children_right, tree.feature
+    inner = left != -1
+    if np.any(right[~inner] != -1):
+        raise UnsafePickleError("a leaf with a right child", _TREE)
+    _check_children(_TREE, left, right, inner)
+    if n_features is not None and tree.n_features != n_features:
+        raise UnsafePickleError(
+            f"tree of {tree.n_features} features in an estimator of {n_features}", _TREE
+        )
+    if _out_of_range(feature[inner], 0, tree.n_features):
+        raise UnsafePickleError("a node splits on a feature the tree does not have", _TREE)
+
+
+def _check_tree_predictor(predictor: Any, categorical: np.ndarray | None) -> None:
+    nodes = predictor.nodes
+    inner = nodes["is_leaf"] == 0
+    _check_children(_TREE_PREDICTOR, nodes["left"], nodes["right"], inner)
+    if categorical is None:
+        return
+    features = nodes["feature_idx"][inner]
+    if _out_of_range(features, 0, len(categorical)):
+        raise UnsafePickleError(
+            "a node splits on a feature the model does not have", _TREE_PREDICTOR
+        )
+    on_categories = inner & (nodes["is_categorical"] != 0)
+    if np.any(~categorical[nodes["feature_idx"][on_categories]].astype(bool)) or _out_of_range(
+        nodes["bitset_idx"][on_categories], 0, len(predictor.raw_left_cat_bitsets)
+    ):
+        raise UnsafePickleError("a categorical split without its categories", _TREE_PREDICTOR)
+
+
+def _check_native_indexes(objects: list[Any]) -> None:
+    """Compiled predict code walks tree nodes by the indexes they hold, without bounds
+    checks: every such index must stay inside its array, or predict would read outside it.
+    """
+    by_kind: dict[str, list[Any]] = {}
+    for item in objects:
+        by_kind.setdefault(_qualified(type(item)), []).append(item)
+    owned = {
+        id(owner.tree_): getattr(owner, "n_features_in_", None)
+        for owner in objects
+        if _qualified(type(getattr(owner, "tree_", None))) == _TREE
+    }
+    for tree in by_kind.get(_TREE, []):
+        _check_tree(tree, owned.get(id(tree)))
+    for predictor in by_kind.get(_TREE_PREDICTOR, []):
+        _check_tree_predictor(predictor, None)
+    for model in by_kind.get(_HIST_GRADIENT_BOOSTING, []):
+        categorical = np.asarray(model._bin_mapper.is_categorical_)
+        if len(categorical) != model.n_features_in_:
+            raise UnsafePickleError(
+                "categorical flags for another number of features", _HIST_GRADIENT_BOOSTING
+            )
+        for predictors in model._predictors:
+            for predictor in predictors:
+                _check_tree_predictor(predictor, categorical)
 
 
 # ---------------------------------------------------------------- the model
@@ -471,5 +562,5 @@ def load_model(data: bytes, model_types: Any) -> Any:
     for full in _model_globals(data):
         _check_global(full, recorded)
     model = _ModelUnpickler(data, recorded).load()
-    _check_size(model, MAX_DEPTH, descend_objects=True)
+    _check_native_indexes(_check_size(model, MAX_DEPTH, descend_objects=True))
     return model

@@ -36,7 +36,9 @@ import sklearn.utils._testing
 from _pytest._py.path import LocalPath
 from _server_bundles import FLAGS, LOOKUP, fitted, refresh_digests, write_bundle
 from numpy.testing._private import utils as numpy_testing_utils
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
 
 from batcomputer_bundle import bundle, safe_pickle
 from batcomputer_bundle.bundle import BundleError
@@ -398,6 +400,77 @@ def test_an_array_whose_state_claims_more_data_than_it_has_is_an_error_not_an_al
     hostile = _Call(np._core.multiarray._reconstruct, np.ndarray, (0,), b"b", state=state)
     data = pickle.dumps(hostile, protocol=2)
     with pytest.raises(ValueError, match="size"):
+        safe_pickle.load_model(data, safe_pickle.global_names(data))
+
+
+# -- hostile indexes for compiled predict code --------------------------------------------
+
+
+def _forest_with(change) -> RandomForestClassifier:
+    """A fitted forest whose first tree pickles with the state ``change`` rewrote."""
+    forest = RandomForestClassifier(n_estimators=2, max_depth=3, random_state=0)
+    forest.fit(*_training())
+    tree = forest.estimators_[0].tree_
+    cls, args, state = tree.__reduce__()
+    state["nodes"] = state["nodes"].copy()
+    change(state)
+    # Written exactly as scikit-learn writes a tree: REDUCE Tree(args), BUILD state.
+    forest.estimators_[0].tree_ = _Call(cls, *args, state=state)
+    return forest
+
+
+def _set_node(field: str, value: int):
+    def change(state):
+        state["nodes"][field][0] = value
+
+    return change
+
+
+_HOSTILE_TREES = {
+    "left child far past the node array": (_set_node("left_child", 10**6), "outside its tree"),
+    "right child pointing back at the root (a cycle)": (
+        _set_node("right_child", 0),
+        "outside its tree",
+    ),
+    "a split on feature 99 of 3": (_set_node("feature", 99), "feature the tree does not have"),
+}
+
+
+@pytest.mark.parametrize("case", _HOSTILE_TREES, ids=list(_HOSTILE_TREES))
+def test_trees_whose_indexes_leave_their_arrays_are_refused(case):
+    change, message = _HOSTILE_TREES[case]
+    data = pickle.dumps(_forest_with(change), protocol=5)
+    with pytest.raises(UnsafePickleError, match=message) as refused:
+        safe_pickle.load_model(data, safe_pickle.global_names(data))
+    assert refused.value.global_name == "sklearn.tree._tree.Tree"
+
+
+def test_a_tree_of_more_features_than_its_estimator_is_refused():
+    small = DecisionTreeClassifier(max_depth=2).fit(*_training())
+    wide = DecisionTreeClassifier(max_depth=2).fit(np.tile(_training()[0], 3), _training()[1])
+    small.tree_ = wide.tree_
+    data = pickle.dumps(small, protocol=5)
+    with pytest.raises(UnsafePickleError, match="tree of 9 features in an estimator of 3"):
+        safe_pickle.load_model(data, safe_pickle.global_names(data))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("left", 10**6, "outside its tree"),
+        ("feature_idx", 7, "feature the model does not have"),
+        ("is_categorical", 1, "categorical split without its categories"),
+    ],
+)
+def test_histogram_boosting_nodes_whose_indexes_leave_their_arrays_are_refused(
+    field, value, message
+):
+    model = HistGradientBoostingClassifier(max_iter=2).fit(*_training())
+    predictor = model._predictors[0][0]
+    predictor.nodes = predictor.nodes.copy()
+    predictor.nodes[field][0] = value
+    data = pickle.dumps(model, protocol=5)
+    with pytest.raises(UnsafePickleError, match=message):
         safe_pickle.load_model(data, safe_pickle.global_names(data))
 
 
