@@ -239,6 +239,9 @@ def _gunicorn_options(options: argparse.Namespace) -> dict[str, Any]:
         "limit_request_line": 4094,
         "limit_request_fields": 100,
         "limit_request_field_size": 8190,
+        # The parser whose errors worker.describe knows, whether or not gunicorn's
+        # optional C parser happens to be installed.
+        "http_parser": "python",
         "preload_app": False,
         # Each worker listens on a socket of its own and the kernel spreads new connections
         # over them; on one shared socket the first worker to wake took a burst of

@@ -19,6 +19,7 @@ def test_defaults_follow_the_design(monkeypatch):
         idle_seconds=5.0, header_seconds=10.0, body_seconds=30.0, max_body_bytes=2 * 1024 * 1024
     )
     assert settings["worker_connections"] == 4096
+    assert settings["http_parser"] == "python"  # the errors the worker answers in JSON
     assert settings["preload_app"] is False  # each worker loads the bundle after the fork
     assert settings["reuse_port"] is True  # a socket per worker: connections spread over both
     assert settings["control_socket_disable"] is True  # it would write under $HOME
