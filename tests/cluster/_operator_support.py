@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from batcomputer_dev.kube_testing import kubectl_json
+import yaml
+
+from batcomputer_dev.azurite import free_port
+from batcomputer_dev.kube_testing import find, kubectl_json, wait_for
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "batmodels.batcomputer.io.yaml"
+OPERATOR = Path(sys.executable).parent / "batcomputer-operator"
 
 
 def install_crd(cluster) -> None:
@@ -42,3 +53,78 @@ def settled(obj: Mapping[str, Any] | None, kind: str, reason: str | None = None)
         return False
     found = condition(obj, kind)
     return found.get("status") == "True" and reason in (None, found.get("reason"))
+
+
+@contextlib.contextmanager
+def model_namespace(cluster, azurite, secret: str) -> Iterator[str]:
+    """A fresh namespace holding a blob credentials Secret named `secret` for `azurite`."""
+    install_crd(cluster)
+    name = f"bc-operator-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl(
+        *("create", "secret", "generic", secret, "-n", name),
+        f"--from-literal=connectionString={azurite.connection_string}",
+    )
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@contextlib.contextmanager
+def running_operator(cluster, namespace: str, log: Path, *flags: str) -> Iterator[None]:
+    """`batcomputer-operator` on this host watching `namespace`, logging to `log`."""
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(OPERATOR), "--namespace", namespace, "--liveness-port", str(port), *flags],
+            # A port of its own for /metrics too: other operators may run on this host.
+            env=dict(
+                os.environ,
+                KUBECONFIG=str(cluster.kubeconfig),
+                BATCOMPUTER_METRICS_PORT=str(free_port()),
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: _alive(port, process), bool, f"operator liveness (log {log})", timeout=60)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(log.read_text()[-20000:])
+
+
+def _alive(port: int, process: subprocess.Popen) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"operator exited {process.returncode}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def create_batmodel(cluster, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+    manifest = {
+        "apiVersion": "batcomputer.io/v1alpha1",
+        "kind": "BatModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": dict(spec),
+    }
+    cluster.kubectl("create", "-f", "-", input_text=yaml.safe_dump(manifest))
+
+
+def wait_settled(cluster, name, namespace, kind="Ready", reason=None, *, timeout=180.0) -> dict:
+    """The BatModel once condition `kind` is True (with `reason`) for its latest generation."""
+    return wait_for(
+        lambda: find(cluster, "batmodel", name, namespace),
+        lambda model: settled(model, kind, reason),
+        f"{kind}{'/' + reason if reason else ''} on BatModel {name}",
+        timeout=timeout,
+    )
