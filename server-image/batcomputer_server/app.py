@@ -169,7 +169,11 @@ def create_app(
     @app.post("/api/predict")
     def predict() -> Response:
         # JSON bodies are answered by wsgi.FastPredict; the rest get their 415 (or 503) here.
-        status, payload = scorer.score(request.mimetype, request.environ[wsgi.BODY_KEY])
+        status, payload = scorer.score(
+            request.mimetype,
+            request.environ[wsgi.BODY_KEY],
+            copy=wsgi.COPY_ENVIRON_KEY in request.environ,
+        )
         return Response(payload, status=status, mimetype="application/json")
 
     @app.get("/api/predict/params")

@@ -84,7 +84,8 @@ class Scorer:
         self._max_batch_rows = max_batch_rows
         self._load_error = load_error
 
-    def score(self, mimetype: str, body: bytes) -> tuple[int, bytes]:
+    def score(self, mimetype: str, body: bytes, *, copy: bool = False) -> tuple[int, bytes]:
+        """``copy``: the request is another server's shadow copy, never copied on."""
         predictor = self._predictor
         if predictor is None:
             return 503, error_body(f"the model is not ready: {self._load_error}")
@@ -111,6 +112,6 @@ class Scorer:
                 payload["row"] = error.row
             return 400, encode(payload)
         payload = encode(result)
-        if self._mirror is not None:
+        if self._mirror is not None and not copy:
             self._mirror(body, result)
         return 200, payload

@@ -30,6 +30,8 @@ from batcomputer_server.metrics import Metrics
 
 # Small on purpose: copies compete with callers for the worker's CPU, so when the worker
 # is busy they are dropped rather than queued behind its callers.
+# Marks a copy, which the receiving server answers but never copies on (``wsgi``).
+COPY_HEADER = "X-Batcomputer-Shadow-Copy"
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_SENDERS = 1
 # After a copy could not reach the shadow at all: a dead shadow then costs a few connection
@@ -176,7 +178,10 @@ class Shadow:
     def _mirror(self, connection: http.client.HTTPConnection, body: bytes, answer: Any) -> None:
         started = time.perf_counter()
         connection.request(
-            "POST", self._path, body=body, headers={"Content-Type": "application/json"}
+            "POST",
+            self._path,
+            body=body,
+            headers={"Content-Type": "application/json", COPY_HEADER: "1"},
         )
         response = connection.getresponse()
         payload = response.read(_MAX_ANSWER_BYTES + 1)

@@ -19,6 +19,9 @@ from batcomputer_server.metrics import Metrics
 WSGIApp = Callable[..., Iterable[bytes]]
 
 BODY_KEY = "batcomputer.body"
+# Sent with every shadow copy (``shadow.COPY_HEADER``): a copy is answered, never copied on,
+# so two servers shadowing each other (or one itself) cannot bounce copies forever.
+COPY_ENVIRON_KEY = "HTTP_X_BATCOMPUTER_SHADOW_COPY"
 _METHODS_WITH_BODIES = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -102,7 +105,9 @@ class FastPredict:
         ):
             return self._app(environ, start_response)
         started = time.perf_counter()
-        status, payload = self._scorer.score("application/json", environ[BODY_KEY])
+        status, payload = self._scorer.score(
+            "application/json", environ[BODY_KEY], copy=COPY_ENVIRON_KEY in environ
+        )
         if 400 <= status < 500:
             self._metrics.input_errors.labels(str(status)).inc()
         self._metrics.observe("/api/predict", "POST", status, time.perf_counter() - started)

@@ -42,10 +42,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    bundle: Path, workdir: Path, *extra: str, workers: int = 2
+    bundle: Path, workdir: Path, *extra: str, workers: int = 2, port: int | None = None
 ) -> Iterator[RunningServer]:
-    """Start the server on a free loopback port; wait until /healthz answers."""
-    port = free_port()
+    """Start the server on `port` (default: a free loopback port); wait until /healthz answers."""
+    port = port or free_port()
     tmpdir, home = workdir / "tmp", workdir / "home"
     tmpdir.mkdir(parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,26 @@ def test_the_same_model_in_shadow_agrees_exactly_and_a_share_is_copied(trained_b
     assert max_seen == {}  # a gauge, not growth: left out of the difference
 
 
+def test_a_server_shadowing_itself_copies_each_request_once(trained_bundles, tmp_path):
+    # Copies carry a header, so they are answered but never copied on: no echo loop.
+    port = free_port()
+    with running_server(
+        trained_bundles.titanic,
+        tmp_path / "serving",
+        *("--shadow-url", f"http://127.0.0.1:{port}"),
+        port=port,
+    ) as serving:
+        wait_until_workers_loaded(serving)
+        assert {status for status, _ in _send(serving.url, PASSENGERS)} == {200}
+        assert _wait_for(lambda: _copies(_scrape(serving.url), "compared") >= len(PASSENGERS))
+        time.sleep(1)
+        scrape = _scrape(serving.url)
+    assert _copies(scrape, "compared") == len(PASSENGERS)
+    answered = scrape.total("batcomputer_http_requests_total", route=PREDICT)
+    assert answered == 2 * len(PASSENGERS)  # the callers' and their copies, nothing more
+    assert analysis.disagreement(scrape).worst == 0.0
+
+
 class _Silent:
     """A real listening socket that accepts connections and never answers."""
 
