@@ -1,6 +1,21 @@
-"""Rollout times of the BatModel operator on the local cluster, as a user sees them.
+"""Rollout times of the BatModel operator on the local cluster, as a user sees them,
+and its cost at scale.
 
     .venv/bin/python benchmarks/bench_operator.py [--rounds 3]
+    .venv/bin/python benchmarks/bench_operator.py --models 1000 [--idle-seconds 300]
+
+With --models N: N BatModels with replicas 0 (only the control plane works, no pod
+starts) applied at once to one fresh namespace, with `batcomputer-operator` running
+on this host against it. Prints the time from the start of the apply until every
+model is Ready for its generation (and from the end of the apply), the operator's
+API requests per model by method (from its own /metrics) and the API server's
+request counters by verb and resource (its /metrics, every client included, so
+other load on a shared cluster shows up there), the operator's requests over an
+idle stretch, its RSS, and how long one spec edit among the N takes to show in
+status. --operator-source runs another checkout's operator (one without a metrics
+endpoint: then only the API server's counters are printed).
+
+Without --models, the rollout rounds:
 
 Needs the local cluster up (`batcomputer-cluster up`). Builds and imports the
 server image (layer cache), trains Titanic 1.0.0 and 1.0.1, publishes both to an
@@ -19,14 +34,17 @@ Prints figures only, with the load average (other load on the machine moves them
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import re
 import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -137,15 +155,181 @@ def _rounds(kubectl: _Kubectl, namespace: str, specs: dict[str, dict], rounds: i
     return figures
 
 
+_SAMPLE = re.compile(r"^(\w+)\{(.*)\} ([0-9.e+-]+)$")
+
+
+def _samples(text: str, metric: str) -> list[tuple[dict[str, str], float]]:
+    found = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and match.group(1) == metric:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+            found.append((labels, float(match.group(3))))
+    return found
+
+
+def _apiserver_requests(kubectl: _Kubectl) -> collections.Counter:
+    counted: collections.Counter = collections.Counter()
+    for labels, value in _samples(kubectl("get", "--raw", "/metrics"), "apiserver_request_total"):
+        if labels.get("resource") in (
+            "batmodels",
+            "deployments",
+            "services",
+            "ingresses",
+            "pods",
+            "endpointslices",
+            "endpoints",
+            "events",
+        ):
+            key = (labels.get("verb", "?"), labels["resource"], labels.get("subresource", ""))
+            counted[key] += value
+    return counted
+
+
+def _operator_requests(metrics_port: int) -> collections.Counter:
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    counted: collections.Counter = collections.Counter()
+    for labels, value in _samples(text, "rest_client_requests_total"):
+        counted[labels["method"]] += value
+    return counted
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _ready_count(kubectl: _Kubectl, namespace: str) -> tuple[int, int]:
+    models = json.loads(kubectl("get", "batmodels", "-n", namespace, "-o", "json"))["items"]
+    return sum(_conditions(m).get("Ready") == "True" for m in models), len(models)
+
+
+def _scale_manifest(namespace: str, count: int, uri: str) -> str:
+    docs = [
+        {
+            "apiVersion": "batcomputer.io/v1alpha1",
+            "kind": "BatModel",
+            "metadata": {"name": f"scale-{i:04d}", "namespace": namespace},
+            "spec": {"version": "1.0.0", "replicas": 0, "source": {"uri": uri}},
+        }
+        for i in range(count)
+    ]
+    return yaml.safe_dump_all(docs)
+
+
+def _wait_all_ready(kubectl: _Kubectl, namespace: str, count: int, timeout: float) -> None:
+    started = time.monotonic()
+    while _ready_count(kubectl, namespace)[0] < count:
+        if time.monotonic() - started > timeout:
+            ready, total = _ready_count(kubectl, namespace)
+            raise SystemExit(f"only {ready}/{total} Ready after {timeout:.0f} s")
+        time.sleep(1)
+
+
+def _delta(after: collections.Counter, before: collections.Counter) -> dict:
+    return {key: after[key] - before[key] for key in after if after[key] - before[key] > 0}
+
+
+def _scale(kubectl: _Kubectl, local: LocalCluster, args: argparse.Namespace) -> None:
+    namespace = f"bench-scale-{secrets.token_hex(3)}"
+    metrics_port = free_port()
+    kubectl("create", "namespace", namespace)
+    log = Path(tempfile.mkdtemp(prefix="bench-operator-")) / "operator.log"
+    command = [
+        *(sys.executable, "-c", "from batcomputer_operator.cli import main; main()"),
+        *("--namespace", namespace, "--liveness-port", str(free_port())),
+    ]
+    env = dict(os.environ, KUBECONFIG=str(local.paths.kubeconfig))
+    own = args.operator_source is None
+    if own:
+        command += ["--metrics-port", str(metrics_port)]
+    else:
+        source = Path(args.operator_source).resolve()
+        env["PYTHONPATH"] = f"{source / 'operator'}:{source / 'server-image'}"
+    with log.open("w") as out:
+        operator = subprocess.Popen(
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    figures: dict[str, str] = {}
+    try:
+        time.sleep(10)  # watches open, caches synced
+        own_before = _operator_requests(metrics_port) if own else None
+        server_before = _apiserver_requests(kubectl)
+        manifest = _scale_manifest(namespace, args.models, "http://10.244.0.1:10000/none/1.0.0")
+        started = time.monotonic()
+        kubectl("apply", "-f", "-", input_text=manifest)
+        applied = time.monotonic()
+        _wait_all_ready(kubectl, namespace, args.models, timeout=1800)
+        done = time.monotonic()
+        figures["all Ready from apply start"] = f"{done - started:.1f} s"
+        figures["all Ready after apply finished"] = f"{done - applied:.1f} s"
+        figures["apply itself"] = f"{applied - started:.1f} s"
+        time.sleep(5)  # late status writes land
+        server = _delta(_apiserver_requests(kubectl), server_before)
+        for (verb, resource, sub), value in sorted(server.items()):
+            name = f"{resource}/{sub}" if sub else resource
+            figures[f"API server {verb} {name} per model"] = f"{value / args.models:.2f}"
+        if own_before is not None:
+            own = _delta(_operator_requests(metrics_port), own_before)
+            for method, value in sorted(own.items()):
+                figures[f"operator {method} per model"] = f"{value / args.models:.2f}"
+        figures["RSS after rollout"] = f"{_rss_mb(operator.pid):.0f} MB"
+
+        idle_before = _operator_requests(metrics_port) if own else None
+        idle_server = _apiserver_requests(kubectl)
+        time.sleep(args.idle_seconds)
+        if idle_before is not None:
+            idle = _delta(_operator_requests(metrics_port), idle_before)
+            figures[f"operator requests in {args.idle_seconds} s idle"] = str(
+                {k: int(v) for k, v in idle.items()} or 0
+            )
+        server_idle = _delta(_apiserver_requests(kubectl), idle_server)
+        figures[f"API server requests in {args.idle_seconds} s idle (all clients)"] = str(
+            {"/".join(filter(None, k[:2])): int(v) for k, v in server_idle.items()}
+        )
+        figures["RSS after idle"] = f"{_rss_mb(operator.pid):.0f} MB"
+
+        name = f"scale-{args.models // 2:04d}"
+        patch = json.dumps({"spec": {"version": "1.0.1"}})
+        edited = time.monotonic()
+        kubectl("patch", "batmodel", name, "-n", namespace, "--type", "merge", "-p", patch)
+        _time_until(kubectl, name, namespace, _serving("1.0.1"))
+        figures["one edit to Ready in status"] = f"{time.monotonic() - edited:.2f} s"
+    finally:
+        operator.terminate()
+        operator.wait(timeout=60)
+        kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+    print(f"{args.models} BatModels (replicas 0) in one namespace of the local cluster")
+    for label, value in figures.items():
+        print(f"  {label}: {value}")
+    print(f"  operator log: {log}")
+    print("  load average: " + " ".join(f"{load:.2f}" for load in os.getloadavg()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--models", type=int, default=0, help="run the scale scenario")
+    parser.add_argument("--idle-seconds", type=int, default=300)
+    parser.add_argument("--operator-source", help="a checkout whose operator to run instead")
+    args = parser.parse_args()
+    rounds = args.rounds
 
     local = LocalCluster()
     if not local.healthy():
         raise SystemExit("the local cluster is not up: run `batcomputer-cluster up` first")
     kubectl = _Kubectl(local.paths.kubeconfig)
+    if args.models:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+        _scale(kubectl, local, args)
+        return
     (server_image,) = images.build_images(["server"])
     images.import_into_cluster(server_image, local.paths)
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
@@ -168,6 +352,7 @@ def main() -> None:
             [
                 *(str(BIN / "batcomputer-operator"), "--namespace", namespace),
                 *("--server-image", server_image, "--liveness-port", str(free_port())),
+                *("--metrics-port", str(free_port())),
             ],
             env=dict(os.environ, KUBECONFIG=str(local.paths.kubeconfig)),
             stdout=subprocess.DEVNULL,

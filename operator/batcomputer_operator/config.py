@@ -30,9 +30,14 @@ class OperatorConfig:
     progress_deadline_seconds: int = 300
     # Refuse (Stalled, reason Unpinned) BatModels without spec.source.digest.
     require_pinned_bundles: bool = False
-    # Safety net only: child watch events wake a model's reconcile at once.
-    resync_seconds: float = 300.0
-    pending_resync_seconds: float = 10.0
+    # Safety net only: watch events wake a model's reconcile at once, and a resync
+    # reads the cache, not the API server.
+    resync_seconds: float = 600.0
+    metrics_port: int = 8383  # 0: no metrics endpoint
+    # One active replica at a time, by a coordination.k8s.io Lease in this namespace;
+    # None: no leader election (a single replica).
+    leader_election_namespace: str | None = None
+    leader_election_id: str = "batcomputer-operator"
 
     @property
     def liveness_endpoint(self) -> str:
@@ -116,8 +121,26 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--resync-seconds",
         type=float,
-        default=float(env.get("BATCOMPUTER_RESYNC_SECONDS", "300")),
-        help="re-check every model at least this often (env BATCOMPUTER_RESYNC_SECONDS)",
+        default=float(env.get("BATCOMPUTER_RESYNC_SECONDS", "600")),
+        help="re-check every model from the cache at least this often, jittered "
+        "(env BATCOMPUTER_RESYNC_SECONDS)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env.get("BATCOMPUTER_METRICS_PORT", "8383")),
+        help="port of the Prometheus /metrics endpoint, 0 for none (env BATCOMPUTER_METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=env.get("BATCOMPUTER_LEADER_ELECTION_NAMESPACE") or None,
+        help="run as one of several replicas, active only while holding a Lease in this "
+        "namespace (env BATCOMPUTER_LEADER_ELECTION_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        default=env.get("BATCOMPUTER_LEADER_ELECTION_ID", "batcomputer-operator"),
+        help="name of that Lease (env BATCOMPUTER_LEADER_ELECTION_ID)",
     )
     return parser
 
@@ -142,4 +165,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
         progress_deadline_seconds=args.progress_deadline_seconds,
         require_pinned_bundles=args.require_pinned_bundles,
         resync_seconds=args.resync_seconds,
+        metrics_port=args.metrics_port,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_id=args.leader_election_id,
     )

@@ -13,8 +13,8 @@ from typing import Any
 
 from batcomputer_bundle.names import FETCH_FAILURE_REASONS
 from batcomputer_operator import pinning
-from batcomputer_operator.naming import TEMPLATE_HASH_ANNOTATION
 from batcomputer_operator.pinning import Pinning
+from batcomputer_operator.routing import current_pods, field, rollout_complete
 
 _WAITING_FAILURES = frozenset(
     {
@@ -38,124 +38,6 @@ class Failure:
     message: str
 
 
-def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def rollout_complete(deployment: Mapping[str, Any] | None) -> bool:
-    """Every replica of the current template is updated and ready, as seen by the controller."""
-    if deployment is None:
-        return False
-    wanted = _get(deployment, "spec", "replicas")
-    wanted = 1 if wanted is None else wanted
-    status = deployment.get("status") or {}
-    observed = status.get("observedGeneration", 0)
-    return (
-        observed >= _get(deployment, "metadata", "generation")
-        and status.get("replicas", 0) == wanted
-        and status.get("updatedReplicas", 0) == wanted
-        and status.get("readyReplicas", 0) == wanted
-        and status.get("availableReplicas", 0) == wanted
-    )
-
-
-def routed_deployment(
-    service: Mapping[str, Any] | None, deployments: Sequence[Mapping[str, Any]]
-) -> Mapping[str, Any] | None:
-    """The Deployment whose pods the live Service selects, if any."""
-    selector = _get(service, "spec", "selector") or {}
-    for deployment in deployments:
-        labels = _get(deployment, "metadata", "labels") or {}
-        if selector and all(labels.get(key) == value for key, value in selector.items()):
-            return deployment
-    return None
-
-
-def route_target(desired: Mapping[str, Any], routed: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """Blue/green: the Service moves to the desired version only once its rollout is
-    complete; until then it stays where it is, unless it routes nowhere yet."""
-    return desired if rollout_complete(desired) or routed is None else routed
-
-
-def to_retire(
-    deployments: Sequence[Mapping[str, Any]], keep: Sequence[Mapping[str, Any] | None]
-) -> list[Mapping[str, Any]]:
-    """Every version's Deployment but those in `keep`: the desired one, the one the
-    Service selects, and the one its Endpoints still send traffic to."""
-    kept = {_get(deployment, "metadata", "name") for deployment in keep if deployment}
-    return [d for d in deployments if _get(d, "metadata", "name") not in kept]
-
-
-def pods_of(
-    deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
-    """The pods `deployment`'s selector matches."""
-    selector = _get(deployment, "spec", "selector", "matchLabels") or {}
-    if not selector:
-        return []
-    return [
-        pod
-        for pod in pods
-        if all((_get(pod, "metadata", "labels") or {}).get(k) == v for k, v in selector.items())
-    ]
-
-
-def current_pods(
-    deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
-) -> list[Mapping[str, Any]]:
-    """`deployment`'s pods made from its current pod template (they carry its digest).
-
-    Pods of an earlier template are being replaced: whatever failed in them is history
-    and says nothing about the current one.
-    """
-    wanted = _template_hash(_get(deployment, "spec", "template"))
-    if wanted is None:
-        return []
-    return [pod for pod in pods_of(deployment, pods) if _template_hash(pod) == wanted]
-
-
-def _template_hash(obj: Mapping[str, Any] | None) -> str | None:
-    return (_get(obj, "metadata", "annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
-
-
-def answering_pods(
-    endpoints: Mapping[str, Any] | None,
-    pods: Sequence[Mapping[str, Any]],
-    deployment: Mapping[str, Any] | None,
-) -> int:
-    """How many of `deployment`'s pods the Service's Endpoints list as ready addresses.
-
-    A Service whose selector just changed still sends traffic to the previous pods
-    until the Endpoints controller has caught up; this counts what it has caught up to.
-    """
-    uids = {_get(pod, "metadata", "uid") for pod in pods_of(deployment, pods)} - {None}
-    listed = {
-        _get(address, "targetRef", "uid")
-        for subset in _get(endpoints, "subsets") or []
-        for address in subset.get("addresses") or []
-    }
-    return len(listed & uids)
-
-
-def serving_deployment(
-    endpoints: Mapping[str, Any] | None,
-    pods: Sequence[Mapping[str, Any]],
-    deployments: Sequence[Mapping[str, Any]],
-) -> Mapping[str, Any] | None:
-    """The Deployment whose pods the Service's Endpoints list most, if they list any."""
-    counted = [(answering_pods(endpoints, pods, d), d) for d in deployments]
-    best = max(counted, key=lambda pair: pair[0], default=(0, None))
-    return best[1] if best[0] > 0 else None
-
-
-def ready_replicas(deployment: Mapping[str, Any] | None) -> int:
-    return _get(deployment, "status", "readyReplicas") or 0
-
-
 def _last_line(text: str | None) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1][:_MAX_MESSAGE] if lines else ""
@@ -171,7 +53,7 @@ def _terminated_failure(pod: str, container: str, terminated: Mapping[str, Any],
 def _container_failure(pod: str, status: Mapping[str, Any], init: bool) -> Failure | None:
     name = status.get("name", "?")
     state = status.get("state") or {}
-    last = _get(status, "lastState", "terminated")
+    last = field(status, "lastState", "terminated")
     terminated = state.get("terminated")
     if terminated is not None:
         if terminated.get("exitCode", 0) != 0:
@@ -188,10 +70,10 @@ def _container_failure(pod: str, status: Mapping[str, Any], init: bool) -> Failu
 
 def pod_failure(pods: Sequence[Mapping[str, Any]]) -> Failure | None:
     """The first failing init or server container over all pods, in pod-name order."""
-    for pod in sorted(pods, key=lambda p: _get(p, "metadata", "name") or ""):
-        name = _get(pod, "metadata", "name") or "?"
+    for pod in sorted(pods, key=lambda p: field(p, "metadata", "name") or ""):
+        name = field(pod, "metadata", "name") or "?"
         for key, init in (("initContainerStatuses", True), ("containerStatuses", False)):
-            for container in _get(pod, "status", key) or []:
+            for container in field(pod, "status", key) or []:
                 failure = _container_failure(name, container, init)
                 if failure is not None:
                     return failure
@@ -199,11 +81,11 @@ def pod_failure(pods: Sequence[Mapping[str, Any]]) -> Failure | None:
 
 
 def _unready_server(pods: Sequence[Mapping[str, Any]]) -> str | None:
-    for pod in sorted(pods, key=lambda p: _get(p, "metadata", "name") or ""):
-        for container in _get(pod, "status", "containerStatuses") or []:
-            running = _get(container, "state", "running") is not None
+    for pod in sorted(pods, key=lambda p: field(p, "metadata", "name") or ""):
+        for container in field(pod, "status", "containerStatuses") or []:
+            running = field(container, "state", "running") is not None
             if container.get("name") == "server" and running and not container.get("ready"):
-                return _get(pod, "metadata", "name")
+                return field(pod, "metadata", "name")
     return None
 
 
@@ -215,10 +97,10 @@ def deployment_failure(
     Until the controller has seen the Deployment's latest generation, its conditions
     are about the previous pod template.
     """
-    observed = _get(deployment, "status", "observedGeneration") or 0
-    if observed < (_get(deployment, "metadata", "generation") or 0):
+    observed = field(deployment, "status", "observedGeneration") or 0
+    if observed < (field(deployment, "metadata", "generation") or 0):
         return None
-    for condition in _get(deployment, "status", "conditions") or []:
+    for condition in field(deployment, "status", "conditions") or []:
         kind, status = condition.get("type"), condition.get("status")
         if kind == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
             message = condition.get("message") or "the rollout made no progress"

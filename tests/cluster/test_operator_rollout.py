@@ -78,7 +78,8 @@ def _running_operator(cluster, namespace: str, log: Path, *flags: str) -> Iterat
         process = subprocess.Popen(
             [
                 str(BIN / "batcomputer-operator"),
-                *("--namespace", namespace, "--liveness-port", str(port), *flags),
+                *("--namespace", namespace, "--liveness-port", str(port)),
+                *("--metrics-port", str(free_port()), *flags),
             ],
             env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
             stdout=out,
@@ -148,23 +149,33 @@ def _info(cluster, name: str, namespace: str) -> dict:
 
 
 def _endpoint_versions(cluster, name: str, namespace: str) -> list[str]:
-    """The versions of the pods the Service's Endpoints list as ready, one per address."""
-    endpoints = find(cluster, "endpoints", name, namespace) or {}
+    """The versions of the pods the Service's EndpointSlices list as ready, one per
+    endpoint (kube-proxy programs the ClusterIP from the slices)."""
+    slices = kubectl_json(
+        cluster,
+        "get",
+        "endpointslices",
+        "-n",
+        namespace,
+        "-l",
+        f"kubernetes.io/service-name={name}",
+    )
     versions = {
         p["metadata"]["uid"]: p["metadata"]["labels"]["batcomputer.io/version"]
         for p in children(cluster, "pods", name, namespace)
     }
     return sorted(
-        versions.get(address["targetRef"]["uid"], "a pod that is gone")
-        for subset in endpoints.get("subsets") or []
-        for address in subset.get("addresses") or []
+        versions.get(endpoint["targetRef"]["uid"], "a pod that is gone")
+        for endpoint_slice in slices["items"]
+        for endpoint in endpoint_slice.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready") is not False
     )
 
 
 def _ready_and_routed(cluster, name: str, namespace: str, version: str) -> None:
-    """What Ready promises, checked at once: the Service's Endpoints list `version`'s pods,
-    and no other version's. Then the first answer through the ClusterIP: this host's
-    kube-proxy programs it from the Endpoints on its own schedule, at most once per
+    """What Ready promises, checked at once: the Service's EndpointSlices list `version`'s
+    pods, and no other version's. Then the first answer through the ClusterIP: this host's
+    kube-proxy programs it from the slices on its own schedule, at most once per
     iptables min-sync-period (1 s), so while other Services churn a request can still be
     refused, or reach the draining old version, for up to a second after Ready."""
     listed = _endpoint_versions(cluster, name, namespace)

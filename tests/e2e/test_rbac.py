@@ -23,7 +23,7 @@ NEEDED_IN_WATCHED = [
     ],
     *[
         (verb, resource, "")
-        for resource in ("pods", "endpoints")
+        for resource in ("pods", "endpointslices.discovery.k8s.io")
         for verb in ("get", "list", "watch")
     ],
     ("create", "events", ""),
@@ -34,8 +34,12 @@ REFUSED_IN_WATCHED = [
     *[(verb, BATMODELS, "") for verb in ("create", "update", "patch", "delete")],
     ("create", "pods", ""),
     ("delete", "pods", ""),
-    # Endpoints are the Endpoints controller's to write; the operator only reads them.
-    *[(verb, "endpoints", "") for verb in ("create", "update", "patch", "delete")],
+    # EndpointSlices are the endpoints controller's to write; the operator only reads them.
+    *[
+        (verb, "endpointslices.discovery.k8s.io", "")
+        for verb in ("create", "update", "patch", "delete")
+    ],
+    *[(verb, "endpoints", "") for verb in ("get", "list", "watch")],
     ("create", "pods", "exec"),
     ("get", "configmaps", ""),
     ("create", "serviceaccounts", "token"),

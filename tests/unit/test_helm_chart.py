@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from batcomputer_dev.pytest_helm import HelmCommandError
 from batcomputer_operator.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ _WORKLOAD_GRANTS = {
         *("get", "list", "watch", "create", "update", "patch", "delete"),
     },
     ("", "pods"): {"get", "list", "watch"},
-    ("", "endpoints"): {"get", "list", "watch"},
+    ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
 }
 _READ = {"get", "list", "watch"}
@@ -32,6 +33,17 @@ _READ = {"get", "list", "watch"}
 def _render(helm, *args: str) -> list[dict]:
     result = helm("template", "batcomputer", CHART, "--namespace", RELEASE_NAMESPACE, *args)
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _environment(container: dict, pod_namespace: str = RELEASE_NAMESPACE) -> dict[str, str]:
+    """The container's environment as the kubelet fills it in."""
+    env = {}
+    for variable in container["env"]:
+        source = variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        env[variable["name"]] = (
+            pod_namespace if source == "metadata.namespace" else variable["value"]
+        )
+    return env
 
 
 def _by_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -77,7 +89,7 @@ def test_default_install_runs_the_published_operator_image(cluster_wide):
     container = _operator_container(cluster_wide)
     assert container["image"] == "ghcr.io/batcomputer/batcomputer-operator:0.1.0"
     assert container["imagePullPolicy"] == "IfNotPresent"
-    config = load_config([], {env["name"]: env["value"] for env in container["env"]})
+    config = load_config([], _environment(container))
     assert config.server_image == "ghcr.io/batcomputer/batcomputer-server:0.1.0"
     assert config.namespaces == ()
     assert config.require_pinned_bundles is False  # unpinned models served, marked Pinned=False
@@ -92,7 +104,7 @@ def test_values_reach_the_operator_configuration(namespaced, helm):
         *("--set", "requirePinnedBundles=true"),
     )
     container = _operator_container(docs)
-    config = load_config([], {env["name"]: env["value"] for env in container["env"]})
+    config = load_config([], _environment(container))
     assert config.namespaces == ("models", "staging")
     assert config.ingress_class == "nginx"
     assert config.ingress_host == "ml.example.org"
@@ -100,7 +112,7 @@ def test_values_reach_the_operator_configuration(namespaced, helm):
     assert config.liveness_port == 9090
     assert config.require_pinned_bundles is True
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
-    assert container["ports"] == [{"name": "liveness", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "liveness", "containerPort": 9090, "protocol": "TCP"}
 
 
 def test_operator_pod_is_hardened(cluster_wide):
@@ -118,9 +130,43 @@ def test_operator_pod_is_hardened(cluster_wide):
     }
     assert container["resources"]["limits"]["memory"]
     assert container["resources"]["requests"]["cpu"]
-    # kopf runs standalone: two operators at once would fight over the same objects.
+
+
+def test_two_replicas_one_active_by_lease_and_a_disruption_budget(cluster_wide):
+    (deployment,) = _by_kind(cluster_wide, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    config = load_config([], _environment(_operator_container(cluster_wide)))
+    assert config.leader_election_namespace == RELEASE_NAMESPACE
+    (budget,) = _by_kind(cluster_wide, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    assert (
+        budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    )
+    (lease_role,) = _by_kind(cluster_wide, "Role")
+    assert lease_role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert _grants(lease_role) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+
+
+def test_one_replica_without_leader_election_is_recreated_on_upgrade(helm):
+    docs = _render(helm, *("--set", "replicas=1", "--set", "leaderElection.enabled=false"))
+    (deployment,) = _by_kind(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "BATCOMPUTER_LEADER_ELECTION_NAMESPACE" not in _environment(_operator_container(docs))
+    assert not _by_kind(docs, "PodDisruptionBudget")
+
+
+def test_two_active_replicas_are_refused(helm):
+    with pytest.raises(HelmCommandError, match=r"needs leaderElection\.enabled"):
+        _render(helm, "--set", "leaderElection.enabled=false")
+
+
+def test_metrics_are_served_on_a_named_port(cluster_wide):
+    container = _operator_container(cluster_wide)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"liveness": 8080, "metrics": 8383}
+    assert load_config([], _environment(container)).metrics_port == 8383
 
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_needs(cluster_wide):
@@ -131,15 +177,23 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs(cluster_wide):
     }
     bound = {b["roleRef"]["name"] for b in _by_kind(cluster_wide, "ClusterRoleBinding")}
     assert bound == set(roles)
-    assert not _by_kind(cluster_wide, "Role")
+    assert [role["metadata"]["name"] for role in _by_kind(cluster_wide, "Role")] == [
+        "batcomputer-batcomputer-operator-leader-election"
+    ]
 
 
 def test_namespaced_rbac_grants_nothing_outside_the_watched_namespaces(namespaced):
-    roles = _by_kind(namespaced, "Role")
+    roles = [
+        r for r in _by_kind(namespaced, "Role") if "leader-election" not in r["metadata"]["name"]
+    ]
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["models", "staging"]
     for role in roles:
         assert _grants(role) == _WORKLOAD_GRANTS
-    bindings = _by_kind(namespaced, "RoleBinding")
+    bindings = [
+        b
+        for b in _by_kind(namespaced, "RoleBinding")
+        if "leader-election" not in b["metadata"]["name"]
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["models", "staging"]
     for binding in bindings:
         assert binding["subjects"] == [

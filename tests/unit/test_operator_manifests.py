@@ -5,10 +5,10 @@ import copy
 import pytest
 
 from batcomputer_operator.config import DEFAULT_SERVER_IMAGE, OperatorConfig
+from batcomputer_operator.diff import differs
 from batcomputer_operator.manifests import (
     Owner,
     deployment,
-    differs,
     ingress,
     service,
     service_url,

@@ -2,21 +2,15 @@
 
 import pytest
 
+from batcomputer_operator.routing import current_pods
 from batcomputer_operator.status import (
     Failure,
     Observed,
-    answering_pods,
     build_status,
-    current_pods,
     deployment_failure,
     pod_failure,
-    rollout_complete,
     rollout_failure,
-    route_target,
-    routed_deployment,
-    serving_deployment,
     status_differs,
-    to_retire,
 )
 
 T0 = "2026-01-01T00:00:00Z"
@@ -35,32 +29,6 @@ def _deployment(*, replicas=2, generation=3, observed=3, ready=2, updated=2, tot
             "availableReplicas": available,
         },
     }
-
-
-def test_rollout_complete_when_every_replica_is_updated_and_ready():
-    assert rollout_complete(_deployment())
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"observed": 2},  # the controller has not seen the latest template yet
-        {"ready": 1, "available": 1},
-        {"updated": 1},  # an old-template pod still counts as ready
-        {"total": 3},  # a surge pod is still around
-        {"replicas": 3},
-    ],
-)
-def test_rollout_not_complete(changes):
-    assert not rollout_complete(_deployment(**changes))
-    assert not rollout_complete(None)
-
-
-def test_zero_replicas_is_complete_once_observed():
-    stopped = {"metadata": {"generation": 4}, "spec": {"replicas": 0}, "status": {}}
-    assert not rollout_complete(stopped)
-    stopped["status"]["observedGeneration"] = 4
-    assert rollout_complete(stopped)
 
 
 def _pod(name, init=None, server=None):
@@ -409,103 +377,3 @@ def test_status_is_patched_only_when_it_changes():
     assert status_differs(status, {**live, "ingressPath": "/old"})
     newer = build_status(_seen(generation=5), status["conditions"], T1)
     assert status_differs(newer, live)
-
-
-def _version(name, version, complete):
-    deployment = _deployment() if complete else _deployment(ready=0, available=0)
-    deployment["metadata"].update(
-        name=name, labels={"batcomputer.io/model": "crime", "batcomputer.io/version": version}
-    )
-    return deployment
-
-
-def _service(version):
-    return {
-        "spec": {"selector": {"batcomputer.io/model": "crime", "batcomputer.io/version": version}}
-    }
-
-
-def test_the_service_routes_to_the_deployment_its_selector_matches():
-    old, new = _version("crime-v1", "1.0.0", True), _version("crime-v2", "2.0.0", False)
-    assert routed_deployment(_service("1.0.0"), [new, old]) is old
-    assert routed_deployment(_service("6.6.6"), [new, old]) is None
-    assert routed_deployment(None, [new, old]) is None
-
-
-def test_the_service_stays_on_the_old_version_until_the_new_one_is_complete():
-    old, new = _version("crime-v1", "1.0.0", True), _version("crime-v2", "2.0.0", False)
-    assert route_target(new, old) is old
-    assert to_retire([old, new], [new, old, old]) == []
-    done = _version("crime-v2", "2.0.0", True)
-    assert route_target(done, old) is done
-    # The Service now selects 2.0.0 but its Endpoints still send traffic to 1.0.0.
-    assert to_retire([old, done], [done, done, old]) == []
-    assert to_retire([old, done], [done, done, done]) == [old]
-
-
-def test_a_first_version_is_routed_to_before_it_is_ready():
-    first = _version("crime-v1", "1.0.0", False)
-    assert route_target(first, None) is first
-
-
-def test_reverting_routes_back_at_once_and_drops_the_failed_version():
-    serving, failing = _version("crime-v1", "1.0.0", True), _version("crime-v2", "2.0.0", False)
-    assert route_target(serving, serving) is serving
-    assert to_retire([serving, failing], [serving, serving, serving]) == [failing]
-
-
-def test_an_abandoned_failing_version_goes_while_the_old_one_keeps_serving():
-    serving = _version("crime-v1", "1.0.0", True)
-    abandoned = _version("crime-v2", "2.0.0", False)
-    pending = _version("crime-v3", "3.0.0", False)
-    target = route_target(pending, serving)
-    assert target is serving
-    assert to_retire([serving, abandoned, pending], [pending, target, None]) == [abandoned]
-
-
-def _with_selector(deployment):
-    labels = deployment["metadata"]["labels"]
-    deployment["spec"]["selector"] = {"matchLabels": labels}
-    return deployment
-
-
-def _server_pod(uid, version):
-    labels = {"batcomputer.io/model": "crime", "batcomputer.io/version": version}
-    return {"metadata": {"name": f"pod-{uid}", "uid": uid, "labels": labels}}
-
-
-def _endpoints(ready=(), unready=()):
-    def address(uid):
-        return {"ip": "10.244.0.9", "targetRef": {"kind": "Pod", "name": f"pod-{uid}", "uid": uid}}
-
-    subset = {"ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}
-    if ready:
-        subset["addresses"] = [address(uid) for uid in ready]
-    if unready:
-        subset["notReadyAddresses"] = [address(uid) for uid in unready]
-    return {"metadata": {"name": "crime"}, "subsets": [subset]}
-
-
-def test_endpoints_tell_which_version_answers():
-    old = _with_selector(_version("crime-v1", "1.0.0", True))
-    new = _with_selector(_version("crime-v2", "2.0.0", True))
-    pods = [_server_pod("a", "1.0.0"), _server_pod("b", "2.0.0"), _server_pod("c", "2.0.0")]
-    # Right after the selector switch the Endpoints controller has not caught up yet.
-    stale = _endpoints(ready=["a"])
-    assert (answering_pods(stale, pods, old), answering_pods(stale, pods, new)) == (1, 0)
-    assert serving_deployment(stale, pods, [new, old]) is old
-    caught_up = _endpoints(ready=["b", "c"])
-    assert answering_pods(caught_up, pods, new) == 2
-    assert serving_deployment(caught_up, pods, [old, new]) is new
-
-
-def test_only_ready_addresses_of_known_pods_count():
-    new = _with_selector(_version("crime-v2", "2.0.0", True))
-    pods = [_server_pod("b", "2.0.0"), _server_pod("c", "2.0.0")]
-    assert answering_pods(_endpoints(ready=["b"], unready=["c"]), pods, new) == 1
-    assert answering_pods(_endpoints(ready=["gone"]), pods, new) == 0
-    no_ref = {"subsets": [{"addresses": [{"ip": "10.244.0.9"}]}]}
-    assert answering_pods(no_ref, pods, new) == 0
-    # No Endpoints yet, or none listing a pod: nothing serves.
-    assert serving_deployment(None, pods, [new]) is None
-    assert serving_deployment({"metadata": {"name": "crime"}}, pods, [new]) is None

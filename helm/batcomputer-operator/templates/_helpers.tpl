@@ -64,9 +64,12 @@ watches. No Secrets: model pods reference the credentials Secret by name only.
   resources: [ingresses]
   verbs: [get, list, watch, create, update, patch, delete]
 # Read-only: the failing container's reason for the Stalled condition; the
-# Service's Endpoints, which tell when traffic reaches the new version's pods.
+# Service's EndpointSlices, which tell when traffic reaches the new version's pods.
 - apiGroups: [""]
-  resources: [pods, endpoints]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [events]
