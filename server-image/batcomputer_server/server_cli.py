@@ -128,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
         "[$BATCOMPUTER_SHADOW_PERCENT or 100]",
     )
     parser.add_argument(
+        "--shadow-config",
+        type=Path,
+        default=os.environ.get("BATCOMPUTER_SHADOW_CONFIG") or None,
+        help='instead of --shadow-url: a JSON file {"url": ..., "percent": ...} (or {} '
+        "for none) looked at every 5 s, so shadowing starts and stops without a restart "
+        "[$BATCOMPUTER_SHADOW_CONFIG]",
+    )
+    parser.add_argument(
         "--shadow-timeout",
         type=_seconds,
         default=2.0,
@@ -208,11 +216,17 @@ def build_app(options: argparse.Namespace) -> Any:
         predictor.engine_reason,
     )
     metrics = Metrics()
-    mirror = shadow.from_settings(
-        options.shadow_url, options.shadow_percent, metrics, options.shadow_timeout
-    )
-    if mirror is not None:
-        _log.info("copying %g %% of predictions to %s", options.shadow_percent, options.shadow_url)
+    mirror: shadow.Shadow | shadow.ShadowFile | None
+    if options.shadow_config is not None:
+        mirror = shadow.ShadowFile(options.shadow_config, metrics, options.shadow_timeout)
+    else:
+        mirror = shadow.from_settings(
+            options.shadow_url, options.shadow_percent, metrics, options.shadow_timeout
+        )
+        if mirror is not None:
+            _log.info(
+                "copying %g %% of predictions to %s", options.shadow_percent, options.shadow_url
+            )
     return create_app(
         predictor, metrics=metrics, mirror=mirror.offer if mirror else None, **settings
     )
@@ -277,7 +291,10 @@ def _raise_open_file_limit(wanted: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = _parser().parse_args(argv)
+    parser = _parser()
+    options = parser.parse_args(argv)
+    if options.shadow_config is not None and options.shadow_url is not None:
+        parser.error("give --shadow-url or --shadow-config, not both")
     logging.basicConfig(
         level=options.log_level.upper(),
         format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",

@@ -13,6 +13,7 @@ to decide whether the shadow version may take over.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import queue
@@ -22,6 +23,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -122,13 +124,14 @@ class Shadow:
         self._share = percent / 100
         self._metrics = metrics
         self._timeout = timeout_seconds
-        self._queue: queue.Queue[tuple[bytes, Any]] = queue.Queue(queue_size)
+        self._queue: queue.Queue[tuple[bytes, Any] | None] = queue.Queue(queue_size)
         self._senders = senders
         self._chance = chance
         self._started = False
         self._start_lock = threading.Lock()
         self._max_delta: dict[str, float] = {}
         self._max_lock = threading.Lock()
+        self._stopped = False
 
     def offer(self, body: bytes, answer: Any) -> None:
         """Maybe copy a request whose ``answer`` the caller already has; never blocks."""
@@ -154,7 +157,10 @@ class Shadow:
     def _send_forever(self) -> None:
         connection: http.client.HTTPConnection | None = None
         while True:
-            body, answer = self._queue.get()
+            item = self._queue.get()
+            if item is None or self._stopped:
+                return
+            body, answer = item
             if connection is None:
                 connection = http.client.HTTPConnection(
                     self._host, self._port, timeout=self._timeout
@@ -170,6 +176,13 @@ class Shadow:
                 connection.close()
                 connection = None
                 self._failed(error)
+
+    def stop(self) -> None:
+        """Copy no more; the senders end once their current copy is done."""
+        self._stopped = True
+        for _ in range(self._senders):
+            with contextlib.suppress(queue.Full):  # then they are busy and see the flag
+                self._queue.put_nowait(None)
 
     def _failed(self, error: Exception) -> None:
         self._metrics.shadow_requests.labels("error").inc()
@@ -216,3 +229,101 @@ def from_settings(
     return Shadow(
         url, 100 if percent is None else percent, metrics, timeout_seconds=timeout_seconds
     )
+
+
+MAX_SETTINGS_BYTES = 4096
+CHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    percent: float
+
+
+def parse_settings(raw: bytes) -> Settings | None:
+    """The shadow settings file: ``{"url": "http://...", "percent": 1..100}``, or ``{}``
+    for no shadow. Anything else is a ValueError naming what is wrong."""
+    if len(raw) > MAX_SETTINGS_BYTES:
+        raise ValueError(f"larger than {MAX_SETTINGS_BYTES} bytes")
+    try:
+        settings = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error}") from None
+    if not isinstance(settings, dict):
+        raise ValueError("not a JSON object")
+    unknown = sorted(set(settings) - {"url", "percent"})
+    if unknown:
+        raise ValueError(f"unknown key {', '.join(map(repr, unknown))}; allowed: percent, url")
+    if not settings:
+        return None
+    url, percent = settings.get("url"), settings.get("percent", 100)
+    target = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if target is None or target.scheme != "http" or not target.hostname:
+        raise ValueError(f"url: {url!r:.100} is not an http:// URL with a host")
+    if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 < percent <= 100:
+        raise ValueError(f"percent: {percent!r:.40} is not a number above 0 and at most 100")
+    return Settings(url, float(percent))
+
+
+class ShadowFile:
+    """Shadow settings from a file (``--shadow-config``; in a pod, a mounted ConfigMap),
+    looked at every ``check_seconds`` and obeyed when it changes: shadowing starts, moves
+    or stops without restarting the server. A missing file means no shadow; a bad one
+    too, with one warning per change.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        metrics: Metrics,
+        timeout_seconds: float,
+        *,
+        check_seconds: float = CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path = path
+        self._metrics = metrics
+        self._timeout = timeout_seconds
+        self._check_seconds = check_seconds
+        self._clock = clock
+        self._next_check = 0.0
+        self._seen: tuple[int, int, int] | None = None
+        self._shadow: Shadow | None = None
+        self.settings: Settings | None = None  # what the server obeys now
+
+    def offer(self, body: bytes, answer: Any) -> None:
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + self._check_seconds
+            self._look()
+        if self._shadow is not None:
+            self._shadow.offer(body, answer)
+
+    def _look(self) -> None:
+        try:
+            stat = self._path.stat()
+        except OSError:
+            signature = None
+        else:
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if signature == self._seen:
+            return
+        self._seen = signature
+        settings = None
+        if signature is not None:
+            try:
+                with self._path.open("rb") as file:
+                    settings = parse_settings(file.read(MAX_SETTINGS_BYTES + 1))
+            except (OSError, ValueError) as error:
+                _log.warning("shadow settings %s ignored: %s", self._path, error)
+        if self._shadow is not None:
+            self._shadow.stop()
+            _log.info("no longer copying predictions")
+        self._shadow = None
+        self.settings = settings
+        if settings is not None:
+            self._shadow = Shadow(
+                settings.url, settings.percent, self._metrics, timeout_seconds=self._timeout
+            )
+            _log.info("copying %g %% of predictions to %s", settings.percent, settings.url)

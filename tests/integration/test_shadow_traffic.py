@@ -4,6 +4,7 @@ never fails or slows a caller. The operator's analysis reads those metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -161,6 +162,45 @@ def test_a_server_shadowing_itself_copies_each_request_once(trained_bundles, tmp
     assert analysis.disagreement(scrape).worst == 0.0
 
 
+def test_a_settings_file_starts_and_stops_shadowing_without_a_restart(trained_bundles, tmp_path):
+    settings = tmp_path / "shadow.json"  # absent at first: no shadow
+    with running_server(trained_bundles.titanic, tmp_path / "candidate") as candidate:
+        wait_until_workers_loaded(candidate)
+        with running_server(
+            trained_bundles.titanic, tmp_path / "serving", "--shadow-config", str(settings)
+        ) as serving:
+            wait_until_workers_loaded(serving)
+            pid = serving.process.pid
+            _send(serving.url, PASSENGERS)
+            assert _copies(_scrape(serving.url), "compared") == 0
+            # As the kubelet updates a ConfigMap volume: a new file renamed into place.
+            staged = tmp_path / "shadow.json.new"
+            staged.write_text(json.dumps({"url": candidate.url, "percent": 100}))
+            staged.rename(settings)
+            # Each worker looks at the file every 5 s, on the requests it answers.
+            copying = _wait_for(
+                lambda: (
+                    _send(serving.url, PASSENGERS[:2])
+                    and _copies(_scrape(serving.url), "compared") > 0
+                ),
+                timeout=30,
+            )
+            assert copying
+            staged.write_text("{}")
+            staged.rename(settings)
+            time.sleep(6)
+            _send(serving.url, PASSENGERS)  # each worker looks again, and stops
+            time.sleep(1)
+            stopped_at = _copies(_scrape(serving.url), "compared")
+            _send(serving.url, PASSENGERS)
+            time.sleep(1)
+            assert _copies(_scrape(serving.url), "compared") == stopped_at
+            assert serving.process.pid == pid and serving.process.poll() is None
+    log = serving.log_text()
+    assert "copying 100 % of predictions to " + candidate.url in log
+    assert "no longer copying predictions" in log
+
+
 class _Silent:
     """A real listening socket that accepts connections and never answers."""
 
@@ -242,6 +282,7 @@ def test_bad_shadow_settings_are_usage_errors(trained_bundles, tmp_path):
         (["--shadow-url", "http://c", "--shadow-percent", "0"], "must be above 0"),
         (["--shadow-url", "http://c", "--shadow-percent", "101"], "at most 100"),
         (["--shadow-percent", "lots"], "--shadow-percent"),
+        (["--shadow-url", "http://c", "--shadow-config", "s.json"], "not both"),
     ]:
         result = subprocess.run(
             [str(SERVER), "--bundle", str(trained_bundles.titanic), *flags],

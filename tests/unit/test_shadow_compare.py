@@ -1,9 +1,19 @@
 """Shadow comparison: the answer a caller got against the shadow's answer, row by row."""
 
+import re
+
 import pytest
 
 from batcomputer_server.metrics import Metrics
-from batcomputer_server.shadow import Comparison, Shadow, ShapeError, compare
+from batcomputer_server.shadow import (
+    Comparison,
+    Settings,
+    Shadow,
+    ShadowFile,
+    ShapeError,
+    compare,
+    parse_settings,
+)
 
 
 def test_one_row():
@@ -79,3 +89,75 @@ def test_an_unlucky_toss_copies_nothing():
 def test_bad_settings(url, percent, message):
     with pytest.raises(ValueError, match=message):
         Shadow(url, percent, Metrics())
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"{}", None),
+        (
+            b'{"url": "http://crime-v2-0-0.models.svc"}',
+            Settings("http://crime-v2-0-0.models.svc", 100),
+        ),
+        (b'{"url": "http://c:8080/", "percent": 12.5}', Settings("http://c:8080/", 12.5)),
+    ],
+)
+def test_settings_file(raw, expected):
+    assert parse_settings(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "not JSON"),
+        (b"url=http://c", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"url": "http://c", "percent": 0}', "percent: 0 is not a number above 0"),
+        (b'{"url": "http://c", "percent": 101}', "percent: 101"),
+        (b'{"url": "http://c", "percent": true}', "percent: True"),
+        (b'{"url": "http://c", "percent": "50"}', "percent: '50'"),
+        (b'{"url": "https://c"}', "url: 'https://c' is not an http:// URL"),
+        (b'{"url": 5}', "url: 5"),
+        (b'{"percent": 50}', "url: None"),
+        (b'{"url": "http://c", "weight": 5}', "unknown key 'weight'"),
+        (b'{"url": "http://c", "x": "' + b"a" * 5000 + b'"}', "larger than 4096 bytes"),
+    ],
+)
+def test_bad_settings_file(raw, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_settings(raw)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_shadow_file_is_looked_at_every_few_seconds_and_a_bad_one_means_no_shadow(tmp_path):
+    # Shares so small that no copy is ever sent: this test opens no socket.
+    path = tmp_path / "shadow.json"
+    clock = _Clock()
+    switch = ShadowFile(path, Metrics(), 1.0, check_seconds=5, clock=clock)
+    switch.offer(b"{}", {"a": 1.0})  # no file: no shadow
+    assert switch.settings is None
+    path.write_bytes(b'{"url": "http://127.0.0.1:9", "percent": 0.0001}')
+    switch.offer(b"{}", {"a": 1.0})
+    assert switch.settings is None  # not looked at again yet
+    clock.now = 5
+    switch.offer(b"{}", {"a": 1.0})
+    assert switch.settings == Settings("http://127.0.0.1:9", 0.0001)
+    path.write_bytes(b"{not json")
+    clock.now = 10
+    switch.offer(b"{}", {"a": 1.0})
+    assert switch.settings is None
+    path.write_bytes(b'{"url": "http://127.0.0.2:9", "percent": 0.0002}')
+    clock.now = 15
+    switch.offer(b"{}", {"a": 1.0})
+    assert switch.settings == Settings("http://127.0.0.2:9", 0.0002)
+    path.unlink()
+    clock.now = 20
+    switch.offer(b"{}", {"a": 1.0})
+    assert switch.settings is None
