@@ -16,7 +16,7 @@ with NGINX's canary annotations, and each Ingress then routes to its own version
 Service (`version_service`), so the Ingress weight is not multiplied by the pod split.
 
 Shadow: the serving version copies `mirrorPercent` % of its requests to the new
-version's own Service (`shadow_env`) and compares the answers; the new version answers
+version's own Service (`shadow_settings`) and compares the answers; the new version answers
 no caller. Either way the analysis thresholds are checked as soon as enough requests
 were seen, so a failing version goes back within one analysis interval rather than
 at the end of its step.
@@ -34,8 +34,6 @@ from batcomputer_operator.rollout_spec import Analysis, RolloutSpec, Strategy
 NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
 NGINX_CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 NGINX_CLASSES = frozenset({"nginx", "ingress-nginx", "nginx-internal", "nginx-public"})
-SHADOW_URL_ENV = "BATCOMPUTER_SHADOW_URL"
-SHADOW_PERCENT_ENV = "BATCOMPUTER_SHADOW_PERCENT"
 
 
 class Action(StrEnum):
@@ -233,14 +231,14 @@ def _with_backend(rule: Mapping[str, Any], service: str) -> dict:
     return {**rule, "http": {**http, "paths": paths}}
 
 
-def shadow_env(rollout: RolloutSpec, candidate_url: str) -> list[dict[str, str]]:
-    """The serving version's environment that makes it copy requests to the candidate."""
-    if rollout.strategy is not Strategy.SHADOW:
-        return []
-    return [
-        {"name": SHADOW_URL_ENV, "value": candidate_url},
-        {"name": SHADOW_PERCENT_ENV, "value": str(rollout.mirror_percent)},
-    ]
+def shadow_settings(rollout: RolloutSpec | None, candidate_url: str | None) -> dict[str, Any]:
+    """The serving version's shadow settings file (`batcomputer-server --shadow-config`,
+    mounted from a ConfigMap): copies to the candidate while a Shadow rollout analyses,
+    `{}` otherwise. A file rather than the environment, so shadowing starts and stops
+    without restarting the pods that serve."""
+    if rollout is None or rollout.strategy is not Strategy.SHADOW or not candidate_url:
+        return {}
+    return {"url": candidate_url, "percent": rollout.mirror_percent}
 
 
 VERDICTS = {

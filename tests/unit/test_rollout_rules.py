@@ -2,14 +2,13 @@
 precision, the NGINX canary Ingress and Shadow's environment."""
 
 import itertools
+import json
 
 import pytest
 
 from batcomputer_operator.rollout import (
     NGINX_CANARY,
     NGINX_CANARY_WEIGHT,
-    SHADOW_PERCENT_ENV,
-    SHADOW_URL_ENV,
     Action,
     Measurement,
     Progress,
@@ -20,12 +19,13 @@ from batcomputer_operator.rollout import (
     replica_split,
     rollout_status,
     routed_to,
-    shadow_env,
+    shadow_settings,
     stable_selector,
     version_service,
     weighted_by_ingress,
 )
 from batcomputer_operator.rollout_spec import parse_rollout
+from batcomputer_server.shadow import Settings, parse_settings
 
 CANARY = parse_rollout(
     {
@@ -301,14 +301,21 @@ def test_only_nginx_classes_split_by_ingress(class_name, weighted):
     assert weighted_by_ingress(class_name) is weighted
 
 
-def test_shadow_env_only_for_shadow():
+def test_shadow_settings_only_while_a_shadow_runs():
     url = "http://crime-v2-0-0.models.svc"
-    assert shadow_env(SHADOW, url) == [
-        {"name": SHADOW_URL_ENV, "value": url},
-        {"name": SHADOW_PERCENT_ENV, "value": "50"},
-    ]
-    assert shadow_env(CANARY, url) == []
-    assert shadow_env(parse_rollout(None), url) == []
+    assert shadow_settings(SHADOW, url) == {"url": url, "percent": 50}
+    assert shadow_settings(SHADOW, None) == {}
+    assert shadow_settings(None, url) == {}
+    assert shadow_settings(CANARY, url) == {}
+    assert shadow_settings(parse_rollout(None), url) == {}
+
+
+def test_shadow_settings_are_what_the_server_reads():
+    settings = shadow_settings(SHADOW, "http://crime-v2-0-0.models.svc")
+    assert parse_settings(json.dumps(settings).encode()) == Settings(
+        "http://crime-v2-0-0.models.svc", 50.0
+    )
+    assert parse_settings(json.dumps(shadow_settings(None, None)).encode()) is None
 
 
 def test_progress_round_trips_through_status():
