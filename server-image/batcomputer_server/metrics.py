@@ -153,6 +153,20 @@ class Metrics:
         return generate_latest(registry)
 
 
+def refused_requests() -> Counter:
+    """Requests the server refused before any route saw them, by status (``worker``).
+
+    Registered nowhere: ``/metrics`` reads every process's samples from the
+    multiprocess directory, which is where these go too.
+    """
+    return Counter(
+        "batcomputer_http_refused",
+        "Requests refused by the server itself (framing, limits, timeouts), by status code.",
+        ["status"],
+        registry=None,
+    )
+
+
 def mark_worker_dead(pid: int) -> None:
     """Drop a dead worker's live gauges (gunicorn's ``child_exit`` hook)."""
     if multiprocess_dir() is not None:

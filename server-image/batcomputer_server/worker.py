@@ -9,6 +9,9 @@ server facing strangers needs, which gunicorn leaves to a buffering proxy in fro
   every socket write is bounded by ``body_seconds`` too;
 * every error gunicorn itself answers (framing, limits, timeouts) in the app's JSON shape
   with the right status, never an HTML page or a 500 for a client's mistake;
+* a worker listens only once its bundle is loaded: gunicorn opens a worker's own
+  listening socket (``reuse_port``) before it loads the app, and the kernel would queue
+  new connections on it for the seconds a replacement worker takes to start;
 * a chunk announced larger than ``max_body_bytes`` is a 413 at once, not a wait;
 * SIGTERM: requests in flight finish (answered with ``Connection: close``) and kept-alive
   connections waiting for a next request are closed at once, so the worker exits as soon
@@ -28,11 +31,13 @@ import gevent
 from gevent import select as gevent_select
 from gevent import socket as gevent_socket
 from gunicorn import http, util
+from gunicorn import sock as gunicorn_sock
 from gunicorn.http import errors as http_errors
 from gunicorn.http.body import ChunkedReader
 from gunicorn.workers.ggevent import GeventWorker
 
 from batcomputer_server import scoring
+from batcomputer_server.metrics import refused_requests
 
 _MESSAGE_LIMIT = 300
 _DRAIN_SECONDS = 1.0
@@ -168,6 +173,24 @@ class Worker(GeventWorker):  # type: ignore[misc]
         # Greenlets waiting for the next request on a kept-alive connection.
         self._idle: dict[Any, socket.socket] = {}
         self._in_flight: set[Any] = set()
+        self._refused: Any = None  # made in the worker process, where its samples belong
+
+    def init_process(self) -> None:
+        for listener in self.sockets:
+            listener.close()
+        self.sockets = []
+        super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        listeners = gunicorn_sock.create_sockets(self.cfg, self.log)
+        for listener in listeners:
+            util.close_on_exec(listener)
+        # As GeventWorker.patch does with the sockets it is given.
+        self.sockets = [
+            gevent_socket.socket(listener.FAMILY, socket.SOCK_STREAM, fileno=listener.sock.detach())
+            for listener in listeners
+        ]
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
@@ -213,7 +236,7 @@ class Worker(GeventWorker):  # type: ignore[misc]
             pass
         except _Refusal as refusal:
             self.log.info("Refused request from %s: %s", addr[0], refusal.message)
-            self._send(client, error_response(refusal.status, refusal.message))
+            self._answer(client, refusal.status, refusal.message)
         except OSError as error:  # the client went away or stopped reading
             self.log.debug("Connection from %s ended: %s", addr[0], error)
         except Exception as error:
@@ -243,11 +266,16 @@ class Worker(GeventWorker):  # type: ignore[misc]
             self.log.exception("Error handling request")
         else:
             self.log.info("Refused request from %s: %s", (addr or ("",))[0], message)
-        self._send(client, error_response(status, message, allowed))
+        self._answer(client, status, message, allowed)
 
-    def _send(self, client: socket.socket, answer: bytes) -> None:
+    def _answer(
+        self, client: socket.socket, status: int, message: str, allowed: Any = None
+    ) -> None:
+        if self._refused is None:
+            self._refused = refused_requests()
+        self._refused.labels(str(status)).inc()
         try:
-            client.sendall(answer)
+            client.sendall(error_response(status, message, allowed))
         except OSError:
             self.log.debug("Could not send the error answer: the client went away")
 

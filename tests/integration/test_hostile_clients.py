@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -152,6 +153,10 @@ def test_slowloris_headers_get_a_408_and_do_not_stall_others(server):
         for sock in attackers:
             answer = _answers(_read_until_closed(sock))[0]
             _assert_json_error(answer, 408, "headers did not arrive within 1 s")
+    # Operators see the refusals among the server's metrics, summed over both workers.
+    metrics = httpx.get(server.url + "/metrics").text
+    refused = re.search(r'^batcomputer_http_refused_total\{status="408"\} (\S+)$', metrics, re.M)
+    assert refused and float(refused.group(1)) >= 20
 
 
 def test_a_slow_body_gets_a_408_and_does_not_stall_others(server):
@@ -340,6 +345,23 @@ def _worker_pids(server: RunningServer) -> set[int]:
     return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
+def _listening_sockets(server: RunningServer) -> int:
+    """How many sockets listen on the server's port: one per worker that has loaded its app."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == server.port and fields[3] == "0A":
+            count += 1
+    return count
+
+
+def _wait_until_listening(server: RunningServer, workers: int = 2) -> None:
+    deadline = time.monotonic() + 60
+    while _listening_sockets(server) < workers:
+        assert time.monotonic() < deadline, "the workers never all listened"
+        time.sleep(0.1)
+
+
 def _owner(server: RunningServer, sock: socket.socket, workers: set[int]) -> int:
     """The worker holding the server end of ``sock`` (by its socket inode)."""
     client_port = sock.getsockname()[1]
@@ -404,6 +426,7 @@ def test_a_dead_worker_is_replaced_without_dropping_the_other_workers_connection
     limits = ("--keepalive", "60", "--header-timeout", "30", "--body-timeout", "30")
     with running_server(trained_bundles.titanic, tmp_path, *limits) as running:
         wait_until_workers_loaded(running)
+        _wait_until_listening(running)
         workers = _worker_pids(running)
         with _open_connections(running, 12) as connections:
             owners = {}
@@ -423,4 +446,8 @@ def test_a_dead_worker_is_replaced_without_dropping_the_other_workers_connection
                     break
                 time.sleep(0.2)
             assert len(replaced) == 2 and victim not in replaced
+            # Until the replacement has loaded the bundle the other worker takes every
+            # new connection; then both do again.
+            _assert_normal_request_is_fast(running)
+            _wait_until_listening(running)
             _assert_normal_request_is_fast(running)
