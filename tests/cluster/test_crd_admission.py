@@ -61,6 +61,13 @@ BAD = [
     ("relative source", _with("spec.source.uri", "models/crime/1.4.2"), "spec.source.uri"),
     ("source without host", _with("spec.source.uri", "https:///models"), "spec.source.uri"),
     ("source with a space", _with("spec.source.uri", "https://h/a b"), "spec.source.uri"),
+    ("bundle digest without sha256:", _with("spec.source.digest", HEX), "spec.source.digest"),
+    (
+        "bundle digest in upper case",
+        _with("spec.source.digest", "sha256:" + HEX.upper()),
+        "spec.source.digest",
+    ),
+    ("bundle digest as a map", _with("spec.source.digest", {"sha256": HEX}), "spec.source.digest"),
     ("digest in upper case", _sha({"model.pkl": HEX.upper()}), "spec.source.sha256.model.pkl"),
     ("digest too short", _sha({"lookup.pkl": HEX[:63]}), "spec.source.sha256.lookup.pkl"),
     ("digest not hex", _sha({"flags.pkl": "z" * 64}), "spec.source.sha256.flags.pkl"),
@@ -103,6 +110,7 @@ GOOD_ONES = [
                 "source": {
                     "uri": "http://10.244.0.1:10000/devstoreaccount1/models/crime/2.0.0-rc.1",
                     "credentialsSecret": "blob-reader",
+                    "digest": "sha256:" + HEX,
                     "sha256": {"model.pkl": HEX, "lookup.pkl": HEX, "flags.pkl": HEX},
                 },
                 "replicas": 0,
@@ -160,6 +168,7 @@ def test_good_manifest_is_accepted(kube_cluster, namespace, why, manifest):
     assert result.returncode == 0, f"{why}: {result.stderr}"
     stored = json.loads(result.stdout)
     assert stored["spec"]["version"] == manifest["spec"]["version"]
+    assert stored["spec"]["source"] == manifest["spec"]["source"]  # the digest is not pruned
 
 
 def test_replicas_default_to_one(kube_cluster, namespace):
