@@ -181,6 +181,28 @@ def check_destination(dest: Path) -> Path:
     return dest
 
 
+def _staging_prefix(dest: Path) -> str:
+    return f".{dest.name}.fetching-"
+
+
+def _retired_prefix(dest: Path) -> str:
+    return f".{dest.name}.replaced-"
+
+
+def clear_leftovers(dest: Path) -> list[str]:
+    """Remove the folders an earlier fetch into ``dest`` left when it was killed mid-way
+    (an OOM kill, a node drain), so restarts cannot fill the volume; returns their names.
+    Only folders with the fetcher's own prefixes, never through a symlink."""
+    prefixes = (_staging_prefix(dest), _retired_prefix(dest))
+    removed = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(dest.parent) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefixes) and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+                removed.append(entry.name)
+    return sorted(removed)
+
+
 def _new_file(folder_fd: int, name: str) -> BinaryIO:
     """A file created in the folder ``folder_fd`` refers to: never existing, never a symlink."""
     return os.fdopen(os.open(name, _NEW_FILE_FLAGS, 0o644, dir_fd=folder_fd), "wb")
@@ -223,7 +245,7 @@ def _install(staging: Path, dest: Path) -> None:
     if not old_names:
         os.rename(staging, dest)  # onto an empty folder: atomic
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{dest.name}.replaced-", dir=dest.parent))
+    retired = Path(tempfile.mkdtemp(prefix=_retired_prefix(dest), dir=dest.parent))
     os.rename(dest, retired / "bundle")
     os.rename(staging, dest)
     for name in old_names:
@@ -250,7 +272,9 @@ def fetch_bundle(
     )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetching-", dir=dest.parent))
+        for name in clear_leftovers(dest):
+            report(f"removed {name}, left by an interrupted fetch")
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(dest), dir=dest.parent))
     except OSError as error:
         raise DestinationError(f"cannot prepare --dest {dest}: {error.strerror}") from None
     try:

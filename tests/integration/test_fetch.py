@@ -489,3 +489,15 @@ def test_an_earlier_bundle_in_dest_is_replaced_whole(azurite, container, titanic
     bundle.verify_folder(dest, digest=_digest_of(titanic))
     assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in titanic.iterdir())
     assert not list(tmp_path.glob(".bundle.*"))
+
+
+def test_a_killed_fetchs_leftovers_are_cleared_by_the_next(azurite, container, tmp_path):
+    leftover = tmp_path / ".bundle.fetching-killed"
+    leftover.mkdir()
+    (leftover / "model.pkl").write_bytes(b"half a download")
+    result, _ = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX), tmp_path / "bundle", **_connected(azurite)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "removed .bundle.fetching-killed, left by an interrupted fetch" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

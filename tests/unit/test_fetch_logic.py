@@ -171,3 +171,28 @@ def test_a_download_is_cut_off_past_its_listed_size_and_hashed_on_the_way():
     unlimited = fetch.CheckedSink("model.pkl", None, written.append)
     unlimited.write(b"x" * 10)
     assert unlimited.sha256.hexdigest() == hashlib.sha256(b"x" * 10).hexdigest()
+
+
+def test_folders_an_interrupted_fetch_left_are_cleared_and_nothing_else(tmp_path):
+    staging = tmp_path / ".bundle.fetching-x1"
+    (staging / "sub").mkdir(parents=True)
+    (staging / "sub" / "model.pkl").write_bytes(b"half")
+    retired = tmp_path / ".bundle.replaced-x2" / "bundle"
+    retired.mkdir(parents=True)
+    (retired / "bundle.json").write_text("{}")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("keep")
+    (tmp_path / ".bundle.fetching-link").symlink_to(victim)
+    (tmp_path / ".bundle.fetching-file").write_text("a file, not ours")
+    (tmp_path / ".other.fetching-x3").mkdir()
+    removed = fetch.clear_leftovers(tmp_path / "bundle")
+    assert removed == [".bundle.fetching-x1", ".bundle.replaced-x2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".bundle.fetching-file",
+        ".bundle.fetching-link",
+        ".other.fetching-x3",
+        "victim",
+    ]
+    assert (victim / "keep").read_text() == "keep"
+    assert fetch.clear_leftovers(tmp_path / "absent" / "bundle") == []
