@@ -36,6 +36,8 @@ from batcomputer_server.metrics import Metrics
 COPY_HEADER = "X-Batcomputer-Shadow-Copy"
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_SENDERS = 1
+# Bodies may be megabytes: the queue is bounded in bytes too, per worker.
+DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024
 # After a copy could not reach the shadow at all: a dead shadow then costs a few connection
 # attempts a second, not a busy loop; copies offered meanwhile are dropped.
 PAUSE_AFTER_UNREACHABLE_SECONDS = 0.2
@@ -110,6 +112,7 @@ class Shadow:
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
         senders: int = DEFAULT_SENDERS,
         chance: Callable[[], float] = random.random,
     ) -> None:
@@ -125,6 +128,9 @@ class Shadow:
         self._metrics = metrics
         self._timeout = timeout_seconds
         self._queue: queue.Queue[tuple[bytes, Any] | None] = queue.Queue(queue_size)
+        self._max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
+        self._bytes_lock = threading.Lock()
         self._senders = senders
         self._chance = chance
         self._started = False
@@ -137,9 +143,16 @@ class Shadow:
         """Maybe copy a request whose ``answer`` the caller already has; never blocks."""
         if self._chance() >= self._share:
             return
-        try:
-            self._queue.put_nowait((body, answer))
-        except queue.Full:
+        with self._bytes_lock:
+            room = self._queued_bytes + len(body) <= self._max_queued_bytes
+            if room:
+                try:
+                    self._queue.put_nowait((body, answer))
+                except queue.Full:
+                    room = False
+                else:
+                    self._queued_bytes += len(body)
+        if not room:
             self._metrics.shadow_requests.labels("dropped").inc()
             return
         if not self._started:
@@ -161,6 +174,8 @@ class Shadow:
             if item is None or self._stopped:
                 return
             body, answer = item
+            with self._bytes_lock:
+                self._queued_bytes -= len(body)
             if connection is None:
                 connection = http.client.HTTPConnection(
                     self._host, self._port, timeout=self._timeout

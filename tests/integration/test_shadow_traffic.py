@@ -271,6 +271,32 @@ def test_an_unready_candidate_counts_as_failed_copies_and_as_its_own_5xx(trained
     assert (own.requests, own.errors) == (20, 20)
 
 
+def test_big_bodies_are_dropped_once_a_workers_queue_holds_8_mib(trained_bundles, tmp_path):
+    silent = _Silent()
+    batch = PASSENGERS * 250  # 5,000 rows, about 550 KB of JSON
+    size = len(json.dumps(batch))
+    sent = 80
+    try:
+        with running_server(
+            trained_bundles.titanic,
+            tmp_path / "serving",
+            *("--shadow-url", silent.url, "--shadow-timeout", "1"),
+        ) as serving:
+            wait_until_workers_loaded(serving)
+            started = time.monotonic()
+            assert {status for status, _ in _send(serving.url, [batch] * sent)} == {200}
+            elapsed = time.monotonic() - started
+            scrape = _scrape(serving.url)
+    finally:
+        silent.close()
+    # Per worker at most 8 MiB of bodies wait, and its one sender takes a copy at most
+    # every 1.2 s (1 s timeout against a silent shadow, then a 0.2 s pause).
+    held = 2 * (8 * 1024 * 1024 // size + elapsed / 1.2 + 1)
+    dropped = _copies(scrape, "dropped")
+    assert dropped >= sent - held > 0, (dropped, held)
+    assert dropped + _copies(scrape, "error") <= sent
+
+
 def test_bad_shadow_settings_are_usage_errors(trained_bundles, tmp_path):
     import subprocess
 
