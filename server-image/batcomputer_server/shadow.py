@@ -120,7 +120,7 @@ class Shadow:
         if target.scheme != "http" or not target.hostname:
             raise ValueError(f"the shadow URL {url!r} is not an http:// URL with a host")
         if not 0 < percent <= 100:
-            raise ValueError(f"the shadow percent {percent} is outside 1..100")
+            raise ValueError(f"the shadow percent {percent} is not above 0 and at most 100")
         self._host = target.hostname
         self._port = target.port or 80
         self._path = target.path.rstrip("/") + "/api/predict"
@@ -172,6 +172,8 @@ class Shadow:
         while True:
             item = self._queue.get()
             if item is None or self._stopped:
+                if connection is not None:
+                    connection.close()
                 return
             body, answer = item
             with self._bytes_lock:

@@ -82,8 +82,8 @@ def test_an_unlucky_toss_copies_nothing():
     [
         ("https://candidate", 50, "not an http:// URL"),
         ("candidate:80", 50, "not an http:// URL"),
-        ("http://candidate", 0, "outside 1..100"),
-        ("http://candidate", 100.5, "outside 1..100"),
+        ("http://candidate", 0, "not above 0 and at most 100"),
+        ("http://candidate", 100.5, "not above 0 and at most 100"),
     ],
 )
 def test_bad_settings(url, percent, message):
