@@ -9,8 +9,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jsonschema import Draft4Validator
 
 from batcomputer_bundle.names import DIGEST_PATTERN
+from batcomputer_operator.rollout import (
+    Measurement,
+    Progress,
+    next_action,
+    replica_split,
+    rollout_status,
+)
+from batcomputer_operator.rollout_spec import parse_rollout
 
 CRD = yaml.safe_load(
     (Path(__file__).resolve().parents[2] / "crds" / "batmodels.batcomputer.io.yaml").read_text()
@@ -47,11 +56,47 @@ def test_printer_columns():
         "Serving": ".status.servingVersion",
         "Ready": '.status.conditions[?(@.type=="Ready")].status',
         "URL": ".status.url",
+        "Strategy": ".spec.rollout.strategy",
+        "Step": ".status.rollout.step",
+        "Weight": ".status.rollout.weight",
+        "Verdict": ".status.rollout.verdict",
         "Pinned": '.status.conditions[?(@.type=="Pinned")].status',
         "Age": ".metadata.creationTimestamp",
     }
     wide = [c["name"] for c in VERSION["additionalPrinterColumns"] if c.get("priority")]
-    assert wide == ["Pinned"]
+    assert wide == ["Verdict", "Pinned"]
+
+
+ROLLOUT_STATUS = VERSION["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+    "rollout"
+]
+_CANARY = parse_rollout(
+    {"strategy": "Canary", "steps": [{"weight": 10, "pause": "30s"}, {"weight": 50}]},
+    replicas=4,
+)
+_SHADOW = parse_rollout({"strategy": "Shadow", "mirrorPercent": 50, "duration": "2m"})
+_PROGRESS = Progress("2.0.0", 0, "2026-12-02T08:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("rollout", "measured", "split"),
+    [
+        (_CANARY, Measurement(), replica_split(10, 4)),
+        (_CANARY, Measurement(requests=100, errors=50), None),
+        (_SHADOW, Measurement(requests=100, disagreement=0.5), None),
+        (_SHADOW, Measurement(requests=100, disagreement=0.0), None),
+    ],
+)
+def test_the_status_rollout_schema_keeps_what_the_operator_writes(rollout, measured, split):
+    # A structural schema prunes undeclared status fields: each one written must be declared.
+    written = rollout_status(rollout, _PROGRESS, next_action(rollout, 0, 600, measured), split)
+    assert set(written) <= set(ROLLOUT_STATUS["properties"])
+    Draft4Validator(ROLLOUT_STATUS).validate(written)
+    for column in VERSION["additionalPrinterColumns"]:
+        if column["jsonPath"].startswith(".status.rollout."):
+            assert (
+                column["jsonPath"].removeprefix(".status.rollout.") in ROLLOUT_STATUS["properties"]
+            )
 
 
 def _walk(node, path="spec"):
