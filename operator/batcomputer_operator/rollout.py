@@ -65,6 +65,9 @@ class Decision:
     step: int  # the step to be in after the action (index into steps; 0 for Shadow)
     message: str
     failed_threshold: str | None = None  # the analysis field that failed, on ROLL_BACK
+    # On WAIT, seconds until the step's period is over. Not in the message: a status
+    # that changed every pass would cause a pass of its own.
+    recheck: float | None = None
 
 
 def next_action(
@@ -84,14 +87,11 @@ def next_action(
     period = _period(rollout, step)
     where = _where(rollout, step)
     if elapsed_seconds < period:
-        left = math.ceil(period - elapsed_seconds)
-        return Decision(Action.WAIT, step, f"{where}: analysing, {left}s left")
+        left = period - elapsed_seconds
+        return Decision(Action.WAIT, step, f"{where}: analysing for {period}s", recheck=left)
     if not enough:
         return Decision(
-            Action.WAIT,
-            step,
-            f"{where}: waiting for requests, {measured.requests} of "
-            f"{max(analysis.min_requests, 1)} seen",
+            Action.WAIT, step, f"{where}: waiting for {max(analysis.min_requests, 1)} requests"
         )
     if rollout.strategy is Strategy.CANARY and step + 1 < len(rollout.steps):
         weight = rollout.steps[step + 1].weight

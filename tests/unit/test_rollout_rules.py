@@ -54,7 +54,8 @@ def test_blue_green_promotes_at_once():
 def test_canary_waits_out_its_pause_then_advances():
     waiting = next_action(CANARY, 0, 10, HEALTHY)
     assert (waiting.action, waiting.step) == (Action.WAIT, 0)
-    assert waiting.message == "canary step 1/2 at 10 %: analysing, 20s left"
+    assert waiting.message == "canary step 1/2 at 10 %: analysing for 30s"
+    assert waiting.recheck == 20
     advanced = next_action(CANARY, 0, 30, HEALTHY)
     assert (advanced.action, advanced.step) == (Action.ADVANCE, 1)
     assert advanced.message == "canary step 1/2 at 10 % passed; next 50 %"
@@ -69,7 +70,7 @@ def test_canary_promotes_after_its_last_step():
 def test_too_few_requests_keep_the_step_waiting_past_its_pause():
     decision = next_action(CANARY, 0, 3600, Measurement(requests=99, p99_seconds=0.01))
     assert decision.action is Action.WAIT
-    assert "99 of 100 seen" in decision.message
+    assert decision.message == "canary step 1/2 at 10 %: waiting for 100 requests"
 
 
 def test_no_requests_never_promote_even_with_min_requests_zero():
@@ -138,7 +139,8 @@ def test_a_step_out_of_range_is_a_programming_error(step):
 def test_shadow_waits_its_duration_then_promotes():
     waiting = next_action(SHADOW, 0, 119, HEALTHY)
     assert waiting.action is Action.WAIT
-    assert waiting.message == "shadow at 50 %: analysing, 1s left"
+    assert waiting.message == "shadow at 50 %: analysing for 120s"
+    assert waiting.recheck == 1
     promoted = next_action(SHADOW, 0, 120, HEALTHY)
     assert (promoted.action, promoted.message) == (
         Action.PROMOTE,
@@ -328,7 +330,7 @@ def test_progress_round_trips_through_status():
         "stepIndex": 0,
         "stepStartedAt": "2026-12-02T08:00:00Z",
         "verdict": "Analysing",
-        "message": "canary step 1/2 at 10 %: analysing, 20s left",
+        "message": "canary step 1/2 at 10 %: analysing for 30s",
         "step": "1/2",
         "weight": 10,
         "effectiveWeight": 10.0,
