@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from batcomputer_dev.prometheus_process import dashboard_queries
+from batcomputer_dev.prometheus_scrape import pod_targets, scrape_configs
 from batcomputer_operator import manifests
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.spec import parse_spec
@@ -206,3 +207,70 @@ def test_every_dashboard_query_is_valid_promql(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(queries)} rules found" in result.stdout
+
+
+def test_the_pod_monitors_become_a_scrape_configuration_promtool_accepts(rendered, tmp_path):
+    pods = [
+        {
+            "metadata": {
+                "name": "crime-v1-4-2-abc",
+                "namespace": "models",
+                "labels": {
+                    "app.kubernetes.io/name": "batcomputer-model",
+                    "batcomputer.io/model": "crime",
+                },
+                "annotations": {"batcomputer.io/version": "1.4.2+build.7"},
+            },
+            "spec": {
+                "containers": [
+                    {"name": "server", "ports": [{"name": "http", "containerPort": 8000}]}
+                ]
+            },
+            "status": {"phase": "Running", "podIP": "10.244.0.7"},
+        },
+        # Not scheduled yet: no address, so no target.
+        {
+            "metadata": {"name": "pending", "namespace": "models"},
+            "spec": {"containers": [{"name": "server"}]},
+            "status": {"phase": "Pending"},
+        },
+    ]
+    groups = pod_targets(pods)
+    assert groups == [
+        {
+            "targets": ["10.244.0.7:8000"],
+            "labels": {
+                "__meta_kubernetes_namespace": "models",
+                "__meta_kubernetes_pod_name": "crime-v1-4-2-abc",
+                "__meta_kubernetes_pod_ip": "10.244.0.7",
+                "__meta_kubernetes_pod_phase": "Running",
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name": "batcomputer-model",
+                "__meta_kubernetes_pod_labelpresent_app_kubernetes_io_name": "true",
+                "__meta_kubernetes_pod_label_batcomputer_io_model": "crime",
+                "__meta_kubernetes_pod_labelpresent_batcomputer_io_model": "true",
+                "__meta_kubernetes_pod_annotation_batcomputer_io_version": "1.4.2+build.7",
+                "__meta_kubernetes_pod_annotationpresent_batcomputer_io_version": "true",
+                "__meta_kubernetes_pod_container_name": "server",
+                "__meta_kubernetes_pod_container_port_name": "http",
+                "__meta_kubernetes_pod_container_port_number": "8000",
+            },
+        }
+    ]
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps(groups))
+    configs = [
+        config
+        for monitor in _kind(rendered, "PodMonitor")
+        for config in scrape_configs(monitor, str(targets))
+    ]
+    assert [config["metrics_path"] for config in configs] == ["/metrics", "/metrics"]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": configs}))
+    result = subprocess.run(
+        [_promtool(), "check", "config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
