@@ -163,3 +163,37 @@ def test_a_large_batch_contributes_a_bounded_even_sample(references):
     monitor.observe_rows(rows)
     report = monitor.report()["inputs"]
     assert report["pclass"]["window_values"] == 256
+
+
+def test_scores_are_published_when_the_windows_fill_then_per_hundred_rows_or_second(references):
+    metrics = Metrics()
+    now = [0.0]
+    monitor = DriftMonitor(
+        references,
+        DriftMetrics(metrics, ["age", "sibsp"], ["pclass"]),
+        min_rows=10,
+        rows_per_request=100,
+        clock=lambda: now[0],
+    )
+
+    def published_age_psi() -> float | None:
+        for line in metrics.exposition().decode().splitlines():
+            if line.startswith('batcomputer_input_drift_psi{input="age"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    old = {"pclass": "1st", "age": 65.0, "sibsp": 0}
+    young = {"pclass": "3rd", "age": 5.0, "sibsp": 0}
+    monitor.observe_rows([old] * 5)
+    assert published_age_psi() is None  # fewer values than min_rows: nothing to say yet
+    monitor.observe_rows([old] * 5)
+    first = published_age_psi()
+    assert first is not None  # published at once when the window filled
+    monitor.observe_rows([young] * 50)
+    assert published_age_psi() == first  # 50 rows within the same second: not yet
+    now[0] = 1.5
+    monitor.observe_rows([young])
+    second = published_age_psi()
+    assert second != first  # a second later
+    monitor.observe_rows([old] * 100)
+    assert published_age_psi() != second  # a hundred rows later, within the second
