@@ -24,6 +24,8 @@ OFFLINE_ENV = {
     "BC_SKIP_MAPPING": "TRUE",
     "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false",
     "CHECKOV_SKIP_DOWNLOAD": "TRUE",
+    # checkov asks PyPI for a newer release of itself whenever its banner module loads.
+    "CKV_SKIP_PACKAGE_UPDATE_CHECK": "TRUE",
     "SKIP_GUIDELINES_DOWNLOAD": "TRUE",
     "LOG_LEVEL": "WARNING",
     "NO_COLOR": "1",
