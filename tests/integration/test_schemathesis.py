@@ -41,6 +41,14 @@ def _operations(server):
     return [result.ok() for result in api.get_all_operations()]
 
 
+def _is_documented_batch_limit(response) -> bool:
+    """The README's deviation, and only it: 413 naming the batch limit's bounds."""
+    return response.status_code == 413 and response.json().get("allowed") == {
+        "minimum": 1,
+        "maximum": MAX_BATCH_ROWS,
+    }
+
+
 @pytest.mark.parametrize("mode", list(EXAMPLES), ids=lambda mode: mode.value)
 def test_the_server_honours_its_own_openapi_document(server, mode):
     operations = _operations(server)
@@ -58,8 +66,10 @@ def test_the_server_honours_its_own_openapi_document(server, mode):
             suppress_health_check=list(HealthCheck),
         )
         def honours(case):
-            response = case.call_and_validate(base_url=server.url, timeout=30)
+            response = case.call(base_url=server.url, timeout=30)
             assert response.status_code < 500, response.text
+            if not _is_documented_batch_limit(response):
+                case.validate_response(response)
 
         honours()
 
