@@ -88,6 +88,16 @@ def _serving(version: str):
     return done
 
 
+def _desired(version: str):
+    """Ready for its generation with `version` desired (replicas 0: nothing serves)."""
+
+    def done(model: dict) -> bool:
+        desired = (model.get("status") or {}).get("desiredVersion")
+        return _conditions(model).get("Ready") == "True" and desired == version
+
+    return done
+
+
 def _stalled(model: dict) -> bool:
     return _conditions(model).get("Stalled") == "True"
 
@@ -234,6 +244,14 @@ def _delta(after: collections.Counter, before: collections.Counter) -> dict:
     return {key: after[key] - before[key] for key in after if after[key] - before[key] > 0}
 
 
+class _Figures(dict):
+    """Figures printed as they are measured, so a late failure loses none."""
+
+    def __setitem__(self, label: str, value: str) -> None:
+        super().__setitem__(label, value)
+        print(f"  {label}: {value}", flush=True)
+
+
 def _scale(kubectl: _Kubectl, local: LocalCluster, args: argparse.Namespace) -> None:
     namespace = f"bench-scale-{secrets.token_hex(3)}"
     metrics_port = free_port()
@@ -257,7 +275,8 @@ def _scale(kubectl: _Kubectl, local: LocalCluster, args: argparse.Namespace) -> 
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    figures: dict[str, str] = {}
+    figures = _Figures()
+    print(f"{args.models} BatModels (replicas 0) in one namespace of the local cluster", flush=True)
     try:
         time.sleep(10)  # watches open, caches synced
         own_before = _operator_requests(metrics_port) if own else None
@@ -300,15 +319,12 @@ def _scale(kubectl: _Kubectl, local: LocalCluster, args: argparse.Namespace) -> 
         patch = json.dumps({"spec": {"version": "1.0.1"}})
         edited = time.monotonic()
         kubectl("patch", "batmodel", name, "-n", namespace, "--type", "merge", "-p", patch)
-        _time_until(kubectl, name, namespace, _serving("1.0.1"))
+        _time_until(kubectl, name, namespace, _desired("1.0.1"))
         figures["one edit to Ready in status"] = f"{time.monotonic() - edited:.2f} s"
     finally:
         operator.terminate()
         operator.wait(timeout=60)
         kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
-    print(f"{args.models} BatModels (replicas 0) in one namespace of the local cluster")
-    for label, value in figures.items():
-        print(f"  {label}: {value}")
     print(f"  operator log: {log}")
     print("  load average: " + " ".join(f"{load:.2f}" for load in os.getloadavg()))
 

@@ -39,6 +39,8 @@ _BATMODEL_API = "batcomputer.io/v1alpha1"
 _DEBOUNCE_SECONDS = 0.3
 # After a pass that wrote children: the next one, unless a watch event comes first.
 _SETTLE_SECONDS = 1.0
+# A status is never left stale longer than this many passes (the controller may be down).
+_MAX_DEFERRALS = 3
 _log = logging.getLogger("batcomputer_operator")
 _QUEUE = metrics.WORKQUEUE_DEPTH.labels(metrics.CONTROLLER)
 _ADDS = metrics.WORKQUEUE_ADDS.labels(metrics.CONTROLLER)
@@ -49,6 +51,7 @@ class _Worker:
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.uid: str | None = None  # of the BatModel last seen, whose Event budget it has
+        self.deferred = 0  # passes in a row that left the status to the next one
 
 
 def _now() -> str:
@@ -75,11 +78,15 @@ def _post(memo: Any, outcome: reconcile.Outcome) -> None:
             )
 
 
-async def _pass(memo: Any, namespace: str, name: str) -> reconcile.Outcome | None:
+async def _pass(memo: Any, namespace: str, name: str, worker: _Worker) -> reconcile.Outcome | None:
     started = time.monotonic()
+    defer = worker.deferred < _MAX_DEFERRALS
     try:
         return await asyncio.to_thread(
-            reconcile.reconcile, memo.kube, memo.cache, memo.config, namespace, name, now=_now()
+            reconcile.reconcile,
+            *(memo.kube, memo.cache, memo.config, namespace, name),
+            now=_now(),
+            defer=defer,
         )
     finally:
         metrics.RECONCILE_TIME.labels(metrics.CONTROLLER).observe(time.monotonic() - started)
@@ -98,7 +105,7 @@ async def _work(memo: Any, namespace: str, name: str, worker: _Worker) -> None:
         worker.wake.clear()
         await memo.active.wait()
         try:
-            outcome = await _pass(memo, namespace, name)
+            outcome = await _pass(memo, namespace, name, worker)
         except Exception as error:
             metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, "error").inc()
             metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
@@ -121,6 +128,7 @@ async def _work(memo: Any, namespace: str, name: str, worker: _Worker) -> None:
                 memo.event_limiter.forget(worker.uid)
             return
         worker.uid = outcome.model["metadata"]["uid"]
+        worker.deferred = 0 if outcome.settled else worker.deferred + 1
         await asyncio.to_thread(_post, memo, outcome)
         timeout = requeue.resync(memo.config.resync_seconds) if outcome.settled else _SETTLE_SECONDS
 

@@ -58,6 +58,15 @@ def snapshot(cache: Cache, model: Mapping[str, Any]) -> Snapshot:
     )
 
 
+def _unobserved(seen: Snapshot) -> bool:
+    """The desired version's Deployment has a generation its controller has not observed."""
+    deployment = seen.desired_holder
+    if deployment is None:
+        return False
+    observed = (deployment.get("status") or {}).get("observedGeneration", 0)
+    return observed < (deployment["metadata"].get("generation") or 0)
+
+
 @dataclass
 class _Executor:
     kube: Kube
@@ -101,11 +110,19 @@ class _Executor:
 
 
 def reconcile(
-    kube: Kube, cache: Cache, config: OperatorConfig, namespace: str, name: str, *, now: str
+    kube: Kube,
+    cache: Cache,
+    config: OperatorConfig,
+    namespace: str,
+    name: str,
+    *,
+    now: str,
+    defer: bool = True,
 ) -> Outcome | None:
     """One pass; None when the BatModel is gone (or going), which ends its worker.
 
-    `now` (RFC 3339) stamps conditions that change in this pass.
+    `now` (RFC 3339) stamps conditions that change in this pass; `defer`: whether a
+    status that is still under way may wait for the next pass.
     """
     model = cache.get("BatModel", namespace, name)
     if model is None or model["metadata"].get("deletionTimestamp"):
@@ -131,10 +148,10 @@ def reconcile(
             seen = replace(seen, refusal=refused)
             continue
         seen = executor.snapshot(model)
-    # A pass that has just written children and is still under way leaves the status to
-    # the pass those writes cause, a moment later: one status write per rollout step
-    # instead of two.
-    settled = plan.ready or plan.stalled or not steps
+    # A pass still under way that has just written children, or whose Deployment's
+    # controller has yet to observe what was written, leaves the status to the pass the
+    # coming watch event causes: one status write per rollout step, not two or three.
+    settled = plan.ready or plan.stalled or not defer or not (steps or _unobserved(seen))
     if settled and plan.status_changed:
         patched = kube.patch_status(namespace, name, plan.status)
         if patched is not None:
