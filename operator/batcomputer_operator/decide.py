@@ -13,12 +13,14 @@ the plan writes counts as not rolled out yet, so traffic never moves on the
 strength of a Deployment status that is about to change.
 """
 
+import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batcomputer_operator import diff, manifests, naming, pinning, routing, status
+from batcomputer_operator import canary, diff, manifests, naming, pinning, rollout, routing, status
 from batcomputer_operator.config import OperatorConfig
+from batcomputer_operator.rollout_spec import Strategy
 from batcomputer_operator.spec import BatModelSpec, SpecError, parse_spec
 
 
@@ -29,7 +31,9 @@ class Snapshot:
     `deployments`: those labelled with the model's name; `desired_holder`: whatever
     holds the desired version's Deployment name (maybe a stranger's object);
     `backends`: uids of the pods the Service's endpoints list as ready;
-    `refusal`: the API server refused a write and retrying it cannot help.
+    `refusal`: the API server refused a write and retrying it cannot help;
+    `measured`: what the candidate of a Canary did in its current step, from its pods'
+    metrics (None: not measured).
     """
 
     deployments: tuple[Mapping[str, Any], ...] = ()
@@ -39,6 +43,7 @@ class Snapshot:
     pods: tuple[Mapping[str, Any], ...] = ()
     backends: frozenset[str] = frozenset()
     refusal: status.Failure | None = None
+    measured: rollout.Measurement | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Plan:
     status_changed: bool = False
     ready: bool = False
     stalled: bool = False
+    recheck: float | None = None  # seconds until a rollout step wants another look
 
 
 def owner_of(model: Mapping[str, Any]) -> manifests.Owner:
@@ -113,6 +119,10 @@ def decide(model: Mapping[str, Any], snapshot: Snapshot, config: OperatorConfig,
     conflict = _conflict(owner, snapshot.service, snapshot.desired_holder)
     if conflict is not None:
         return _settle(model, observe(conflict), now)
+    if spec.rollout.strategy is Strategy.CANARY:
+        stepped = _canary(model, snapshot, config, observe, deployments, now=now)
+        if stepped is not None:
+            return _settle(model, stepped.observed, now, stepped)
     rollout = _roll(snapshot, config, observe, deployments, serving)
     return _settle(model, rollout.observed, now, rollout)
 
@@ -121,6 +131,7 @@ def decide(model: Mapping[str, Any], snapshot: Snapshot, config: OperatorConfig,
 class _Rollout:
     observed: status.Observed
     writes: tuple[Write, ...]
+    recheck: float | None = None
 
 
 def _roll(
@@ -159,14 +170,7 @@ def _roll(
         name = retired["metadata"]["name"]
         step = Step("Retired", f"deleted Deployment {name} of version {version_of(retired)}")
         writes.append(Write("Deployment", name, None, step))
-    ingress = manifests.ingress(owner, spec, config, version_of(target))
-    if ingress is None:
-        if snapshot.ingress is not None and owned(snapshot.ingress, owner):
-            step = Step("IngressDeleted", f"deleted Ingress {owner.name}")
-            writes.append(Write("Ingress", owner.name, None, step))
-    elif snapshot.ingress is None or diff.differs(ingress, snapshot.ingress):
-        step = Step("IngressApplied", f"Ingress {owner.name} serves {spec.ingress.path}")
-        writes.append(Write("Ingress", owner.name, ingress, step))
+    writes.extend(_ingress_writes(snapshot, owner, spec, config, version_of(target)))
     seen = observe(
         status.rollout_failure(desired, snapshot.pods),
         serving=serving,
@@ -175,6 +179,32 @@ def _roll(
         answering=routing.answering_pods(snapshot.backends, snapshot.pods, desired),
     )
     return _Rollout(seen, tuple(writes))
+
+
+def _ingress_writes(
+    snapshot: Snapshot,
+    owner: manifests.Owner,
+    spec: BatModelSpec,
+    config: OperatorConfig,
+    version: str,
+) -> list[Write]:
+    ingress = manifests.ingress(owner, spec, config, version)
+    if ingress is None:
+        if snapshot.ingress is not None and owned(snapshot.ingress, owner):
+            return [
+                Write(
+                    "Ingress",
+                    owner.name,
+                    None,
+                    Step("IngressDeleted", f"deleted Ingress {owner.name}"),
+                )
+            ]
+        return []
+    if snapshot.ingress is None or diff.differs(ingress, snapshot.ingress):
+        path = spec.ingress.path if spec.ingress else ""
+        step = Step("IngressApplied", f"Ingress {owner.name} serves {path}")
+        return [Write("Ingress", owner.name, ingress, step)]
+    return []
 
 
 def _pending(manifest: dict, live: Mapping[str, Any] | None) -> dict:
@@ -280,6 +310,7 @@ def _settle(
         status_changed=status.status_differs(new, live_status),
         ready=conditions["Ready"],
         stalled=conditions["Stalled"],
+        recheck=rollout.recheck if rollout else None,
     )
 
 
@@ -296,3 +327,228 @@ def _transitions(previous: Sequence[Mapping[str, Any]], conditions: list[dict]) 
         elif condition["type"] == "Ready":
             steps.append(Step("Ready", condition["message"]))
     return tuple(steps)
+
+
+# How often a Canary step's analysis looks at the candidate's metrics: a candidate that
+# fails a threshold is rolled back within one interval.
+ANALYSIS_INTERVAL_SECONDS = 5.0
+
+
+def _canary(
+    model: Mapping[str, Any],
+    snapshot: Snapshot,
+    config: OperatorConfig,
+    observe: "_Observer",
+    deployments: list[Mapping[str, Any]],
+    *,
+    now: str,
+) -> _Rollout | None:
+    """A Canary of the spec's version against the version the Service serves; None when
+    there is none to compare it with (a first rollout, or once the candidate serves),
+    which rolls out as blue/green."""
+    spec = observe.spec
+    serving_version = _annotated_version(snapshot.service)
+    serving = next((d for d in deployments if version_of(d) == serving_version), None)
+    if serving is None or serving_version is None or serving_version == spec.version:
+        return None
+    recorded = (model.get("status") or {}).get("rollout")
+    progress = rollout.recorded_progress(recorded, spec.version)
+    if progress is not None and progress.step >= len(spec.rollout.steps):
+        progress = None  # the steps changed under the rollout: start over
+    if progress is None:
+        progress = rollout.Progress(spec.version, 0, now)
+        recorded = None
+    verdict = (recorded or {}).get("verdict")
+    canary_run = _CanaryRun(model, snapshot, config, observe, deployments, serving, serving_version)
+    if verdict == rollout.VERDICTS[rollout.Action.ROLL_BACK]:
+        return canary_run.rolled_back(recorded)
+    if verdict == rollout.VERDICTS[rollout.Action.PROMOTE]:
+        return canary_run.promoting(recorded)
+    return canary_run.analysing(progress, now)
+
+
+def _annotated_version(service: Mapping[str, Any] | None) -> str | None:
+    annotations = routing.field(service, "metadata", "annotations") or {}
+    return annotations.get(naming.SERVING_ANNOTATION)
+
+
+def _seconds(rfc3339: str) -> float:
+    return datetime.datetime.fromisoformat(rfc3339).timestamp()
+
+
+@dataclass(frozen=True)
+class _CanaryRun:
+    model: Mapping[str, Any]
+    snapshot: Snapshot
+    config: OperatorConfig
+    observe: "_Observer"
+    deployments: list[Mapping[str, Any]]
+    serving: Mapping[str, Any]
+    serving_version: str
+
+    def analysing(self, progress: rollout.Progress, now: str) -> _Rollout:
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        steps = spec.rollout.steps
+        weight = steps[progress.step].weight
+        split = rollout.replica_split(weight, spec.replicas)
+        live = snapshot.desired_holder
+        ready = (
+            routing.rollout_complete(live)
+            and routing.field(live, "spec", "replicas") == split.canary
+        )
+        widen = ready or _widened(snapshot.service)
+        children = canary.step_children(owner, spec, self.config, self.serving, weight, widen=widen)
+        where = f"canary step {progress.step + 1}/{len(steps)} at {weight} %"
+        writes = [
+            *_changed(
+                "Service",
+                children.service,
+                snapshot.service,
+                Step(
+                    "Widened",
+                    f"Service {owner.name} routes to versions {self.serving_version} and "
+                    f"{spec.version} by their pods, {children.split.effective_weight:.0f} % "
+                    f"to {spec.version}",
+                )
+                if children.widened
+                else Step("Repaired", f"restored Service {owner.name}"),
+            ),
+            *_changed(
+                "Deployment",
+                children.candidate,
+                live,
+                Step("CanaryStep", f"{where}: {split.canary} pods of version {spec.version}"),
+            ),
+            *_changed(
+                "Deployment",
+                children.serving,
+                self.serving,
+                Step(
+                    "CanaryStep", f"{where}: {split.stable} pods of version {self.serving_version}"
+                ),
+            ),
+            *self._retired(children.candidate),
+            *_ingress_writes(snapshot, owner, spec, self.config, self.serving_version),
+        ]
+        in_place = not writes and children.widened and ready
+        recheck = None
+        if in_place:
+            elapsed = _seconds(now) - _seconds(progress.step_started)
+            measured = snapshot.measured or rollout.Measurement()
+            decision = rollout.next_action(spec.rollout, progress.step, elapsed, measured)
+            recheck = min(decision.recheck or ANALYSIS_INTERVAL_SECONDS, ANALYSIS_INTERVAL_SECONDS)
+        else:
+            decision = rollout.Decision(
+                rollout.Action.WAIT,
+                progress.step,
+                f"{where}: waiting for {split.canary} pods of version {spec.version} "
+                "to take traffic",
+            )
+        found = rollout.rollout_status(
+            spec.rollout, rollout.after(progress, decision, now), decision, split
+        )
+        if decision.action is rollout.Action.ROLL_BACK:
+            # Traffic moves back in the pass the recorded verdict brings: a plan decided
+            # again within this pass still reads the verdict before it.
+            return replace(self.rolled_back(found), writes=(), recheck=0.0)
+        if decision.action is not rollout.Action.WAIT:
+            # The next step's writes come in the next pass, which reads this one's status;
+            # the operator's own status write brings no watch event it has not seen.
+            recheck = 0.0
+        seen = self.observe(
+            status.rollout_failure(live, snapshot.pods), serving=self.serving, desired=live
+        )
+        return _Rollout(replace(seen, rollout=found), tuple(writes), recheck)
+
+    def promoting(self, recorded: Mapping[str, Any]) -> _Rollout:
+        """The candidate at every replica beside the serving version, then the Service on
+        the candidate alone; once it is, blue/green retires the serving version."""
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        candidate = manifests.deployment(owner, spec, self.config)
+        live = snapshot.desired_holder
+        complete = routing.rollout_complete(live) and not diff.differs(candidate, live)
+        service = (
+            manifests.service(owner, spec.version)
+            if complete
+            else canary.widened_service(owner, self.serving_version)
+        )
+        writes = [
+            *_changed(
+                "Deployment",
+                candidate,
+                live,
+                Step(
+                    "Promoting",
+                    f"scaled Deployment {candidate['metadata']['name']} of version "
+                    f"{spec.version} to {spec.replicas} replicas",
+                ),
+            ),
+            *_changed(
+                "Service",
+                service,
+                snapshot.service,
+                Step(
+                    "Promoted",
+                    f"Service {owner.name} switched from version "
+                    f"{self.serving_version} to {spec.version} after its canary analysis",
+                ),
+            ),
+        ]
+        seen = self.observe(
+            status.rollout_failure(live, snapshot.pods), serving=self.serving, desired=live
+        )
+        return _Rollout(replace(seen, rollout=dict(recorded)), tuple(writes))
+
+    def rolled_back(self, recorded: Mapping[str, Any]) -> _Rollout:
+        """The serving version alone at every replica; the candidate goes. Stalled until
+        the spec names another version."""
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        writes = [
+            *_changed(
+                "Service",
+                manifests.service(owner, self.serving_version),
+                snapshot.service,
+                Step(
+                    "RolledBack",
+                    f"Service {owner.name} routes to version {self.serving_version} alone again",
+                ),
+            ),
+            *_changed(
+                "Deployment",
+                canary.rescaled(self.serving, spec.replicas),
+                self.serving,
+                Step(
+                    "RolledBack",
+                    f"scaled version {self.serving_version} back to {spec.replicas} replicas",
+                ),
+            ),
+            *self._retired(self.serving),
+        ]
+        message = f"version {spec.version} rolled back: {recorded.get('message', '')}"
+        failure = status.Failure(rollout.ANALYSIS_FAILED, message)
+        seen = self.observe(failure, serving=self.serving)
+        return _Rollout(replace(seen, rollout=dict(recorded)), tuple(writes))
+
+    def _retired(self, keep: Mapping[str, Any]) -> list[Write]:
+        writes = []
+        for retired in routing.to_retire(self.deployments, [self.serving, keep]):
+            name = retired["metadata"]["name"]
+            step = Step("Retired", f"deleted Deployment {name} of version {version_of(retired)}")
+            writes.append(Write("Deployment", name, None, step))
+        return writes
+
+
+def _widened(service: Mapping[str, Any] | None) -> bool:
+    """Whether the Service selects every version's pods (by the model label alone)."""
+    selector = routing.field(service, "spec", "selector") or {}
+    return bool(selector) and naming.VERSION_LABEL not in selector
+
+
+def _changed(kind: str, manifest: dict, live: Mapping[str, Any] | None, step: Step) -> list[Write]:
+    # A selector is compared whole: a widened Service's selector is a subset of the
+    # narrow one's, which `differs` alone would not call a change.
+    selector = routing.field(manifest, "spec", "selector")
+    same_selector = kind != "Service" or selector == routing.field(live, "spec", "selector")
+    if live is not None and same_selector and not diff.differs(manifest, live):
+        return []
+    return [Write(kind, manifest["metadata"]["name"], manifest, step)]

@@ -131,6 +131,8 @@ async def _work(memo: Any, namespace: str, name: str, worker: _Worker) -> None:
         worker.deferred = 0 if outcome.settled else worker.deferred + 1
         await asyncio.to_thread(_post, memo, outcome)
         timeout = requeue.resync(memo.config.resync_seconds) if outcome.settled else _SETTLE_SECONDS
+        if outcome.recheck is not None:  # a rollout step's analysis is due
+            timeout = min(timeout, outcome.recheck)
 
 
 def _wake(memo: Any, namespace: str, name: str, *, start: bool) -> None:

@@ -7,15 +7,19 @@ force reveals. Every object a write returns goes into the cache, so the next pla
 and the next pass see it before its watch event arrives.
 """
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batcomputer_operator import naming, routing, status
+from batcomputer_operator import analysis, naming, routing, status
 from batcomputer_operator.cache import Cache
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.decide import Plan, Snapshot, Step, Write, decide
 from batcomputer_operator.kube import Kube, KubeError
+from batcomputer_operator.rollout import Measurement
+from batcomputer_operator.rollout_spec import Strategy
+from batcomputer_operator.scrape import ScrapeError, scrape
 from batcomputer_operator.spec import SpecError, parse_spec
 
 # How the API server refuses an apply without force to a name someone else holds: a
@@ -33,6 +37,49 @@ class Outcome:
     stalled: bool
     settled: bool  # False: the status is left to a pass due shortly
     steps: tuple[Step, ...]
+    recheck: float | None = None  # seconds until a rollout step wants another look
+
+
+_log = logging.getLogger("batcomputer_operator")
+# Each Canary's first scrape of every candidate pod in the current step, for the
+# operator's lifetime (like the cache): a restart only makes a step wait longer.
+_BASELINES = analysis.Baselines()
+
+
+def measured(model: Mapping[str, Any], seen: Snapshot) -> Measurement | None:
+    """What the candidate of `model`'s Canary did in its step so far, from the metrics of
+    its pods that take traffic; None when it is not a Canary or none does."""
+    try:
+        canary = parse_spec(model.get("spec") or {}).rollout.strategy is Strategy.CANARY
+    except SpecError:
+        canary = False
+    metadata = model["metadata"]
+    key = f"{metadata['namespace']}/{metadata['name']}"
+    if not canary:
+        _BASELINES.forget(key)
+        return None
+    scrapes = {}
+    for pod in routing.pods_of(seen.desired_holder, seen.pods):
+        uid, ip = pod["metadata"].get("uid"), routing.field(pod, "status", "podIP")
+        if uid not in seen.backends or not ip:
+            continue
+        try:
+            scrapes[uid] = scrape(ip)
+        except ScrapeError as error:
+            _log.warning("%s: candidate pod not measured: %s", key, error)
+    if not scrapes:
+        return None
+    progress = (model.get("status") or {}).get("rollout") or {}
+    step = (
+        progress.get("candidateVersion"),
+        progress.get("stepIndex"),
+        progress.get("stepStartedAt"),
+    )
+    try:
+        return analysis.canary_measurement(_BASELINES.measure(key, step, scrapes))
+    except analysis.MetricsError as error:
+        _log.warning("%s: candidate metrics unreadable: %s", key, error)
+        return None
 
 
 def _wanted(model: Mapping[str, Any]) -> str | None:
@@ -129,6 +176,7 @@ def reconcile(
         return None
     executor = _Executor(kube, cache, namespace)
     seen = executor.snapshot(model)
+    seen = replace(seen, measured=measured(model, seen))
     steps: list[Step] = []
     plan = Plan()
     for _ in range(_MAX_PLANS):
@@ -156,4 +204,6 @@ def reconcile(
         patched = kube.patch_status(namespace, name, plan.status)
         if patched is not None:
             cache.put("BatModel", patched)
-    return Outcome(model, plan.ready, plan.stalled, settled, (*steps, *plan.transitions))
+    return Outcome(
+        model, plan.ready, plan.stalled, settled, (*steps, *plan.transitions), plan.recheck
+    )

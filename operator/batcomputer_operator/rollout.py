@@ -257,7 +257,7 @@ class Progress:
 
     candidate: str  # the version under analysis
     step: int  # index into the Canary steps; 0 for Shadow
-    step_started: str  # RFC 3339: when this step's traffic was in place
+    step_started: str  # RFC 3339: when this step began (its pause counts from then)
 
 
 def recorded_progress(status_rollout: Any, candidate: str) -> Progress | None:

@@ -28,7 +28,7 @@ class Strategy(StrEnum):
 
 # The strategies this operator carries out; a valid spec asking for another is refused
 # (InvalidSpec), never rolled out some other way.
-OPERATED_STRATEGIES = frozenset({Strategy.BLUE_GREEN})
+OPERATED_STRATEGIES = frozenset({Strategy.BLUE_GREEN, Strategy.CANARY})
 MAX_STEPS = 10
 MAX_DURATION_SECONDS = 24 * 3600
 DEFAULT_PAUSE_SECONDS = 60

@@ -142,6 +142,7 @@ class Observed:
     url: str
     ingress_path: str | None
     pinning: Pinning | None = None  # None while the spec cannot be read
+    rollout: Mapping[str, Any] | None = None  # status.rollout of a Canary or Shadow
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ def build_status(seen: Observed, previous: Sequence[Mapping[str, Any]], now: str
         "readyReplicas": seen.ready_replicas,
         "url": seen.url,
         "ingressPath": seen.ingress_path,
+        "rollout": dict(seen.rollout) if seen.rollout is not None else None,
     }
 
 

@@ -222,8 +222,12 @@ def test_apply_serves_then_a_bump_switches_blue_green(kube_cluster, operator, na
     assert probabilities and abs(sum(probabilities.values()) - 1) < 1e-6
     assert _info(kube_cluster, name, namespace)["version"] == "1.0.0"
     columns = kube_cluster.kubectl("get", "bm", name, "-n", namespace).splitlines()
-    assert columns[0].split() == ["NAME", "VERSION", "SERVING", "READY", "URL", "AGE"]
-    assert columns[1].split()[:5] == [name, "1.0.0", "1.0.0", "True", status["url"]]
+    assert columns[0].split() == [
+        *("NAME", "VERSION", "SERVING", "READY", "URL", "STRATEGY", "STEP", "WEIGHT", "AGE")
+    ]
+    assert columns[1].split()[:8] == [
+        *(name, "1.0.0", "1.0.0", "True", status["url"], "BlueGreen", "<none>", "<none>")
+    ]
 
     started = time.monotonic()
     patch_spec(kube_cluster, name, namespace, releases["1.0.1"])

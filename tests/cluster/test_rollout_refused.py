@@ -1,4 +1,4 @@
-"""On a real cluster, the operator refuses a Canary BatModel it does not carry out:
+"""On a real cluster, the operator refuses a Shadow BatModel it does not carry out:
 Stalled with reason InvalidSpec and a Warning Event saying so, no Deployment, no Service."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from _operator_support import (
 from batcomputer_dev.kube_testing import kubectl_json
 
 
-def test_a_canary_batmodel_is_refused_not_rolled_out_blue_green(kube_cluster, tmp_path):
+def test_a_shadow_batmodel_is_refused_not_rolled_out_blue_green(kube_cluster, tmp_path):
     install_crd(kube_cluster)
     namespace = f"bc-rollout-refused-{secrets.token_hex(3)}"
     kube_cluster.kubectl("create", "namespace", namespace)
@@ -31,7 +31,7 @@ def test_a_canary_batmodel_is_refused_not_rolled_out_blue_green(kube_cluster, tm
                     "version": "1.0.0",
                     "source": {"uri": "http://10.244.0.1:10000/devstoreaccount1/m/crime/1.0.0"},
                     "replicas": 2,
-                    "rollout": {"strategy": "Canary", "steps": [{"weight": 50}]},
+                    "rollout": {"strategy": "Shadow", "mirrorPercent": 50},
                 },
             )
             model = wait_settled(kube_cluster, "crime", namespace, "Stalled", "InvalidSpec")
@@ -42,7 +42,7 @@ def test_a_canary_batmodel_is_refused_not_rolled_out_blue_green(kube_cluster, tm
             )["items"]
         stalled = condition(model, "Stalled")
         assert (
-            "Canary is a valid rollout, but this operator carries out BlueGreen only"
+            "Shadow is a valid rollout, but this operator carries out BlueGreen, Canary only"
             in (stalled["message"])
         )
         assert condition(model, "Ready")["status"] == "False"

@@ -1,12 +1,17 @@
-"""The operator never rolls out a Canary or Shadow BatModel some other way: while it
-carries out BlueGreen only, such a spec is refused in status and nothing is written, so
-the version that serves keeps serving."""
+"""Canary from snapshots: each step's pods and the Service over both versions, the
+analysis advancing, promoting or rolling back naming the threshold; and a Shadow
+BatModel, which this operator does not carry out yet, refused in status with nothing
+written, so the version that serves keeps serving."""
+
+import copy
+from dataclasses import replace
 
 import pytest
 
 from batcomputer_operator import manifests
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.decide import Snapshot, decide
+from batcomputer_operator.rollout import Measurement
 from batcomputer_operator.spec import parse_spec
 
 CONFIG = OperatorConfig(server_image="registry.local/server:1")
@@ -60,11 +65,10 @@ def _model(spec):
     ("rollout", "message"),
     [
         (
-            {"strategy": "Canary", "steps": [{"weight": 25}, {"weight": 50}]},
-            "spec.rollout.strategy: Canary is a valid rollout, but this operator carries out "
-            "BlueGreen only; nothing is deployed for it",
+            {"strategy": "Shadow", "mirrorPercent": 10},
+            "spec.rollout.strategy: Shadow is a valid rollout, but this operator carries out "
+            "BlueGreen, Canary only; nothing is deployed for it",
         ),
-        ({"strategy": "Shadow", "mirrorPercent": 10}, "Shadow is a valid rollout"),
         (
             {"strategy": "Shadow", "steps": [{"weight": 10}]},
             "spec.rollout.steps: applies to strategy Canary only, not Shadow",
@@ -88,4 +92,206 @@ def test_a_rollout_the_operator_does_not_carry_out_writes_nothing(rollout, messa
 def test_blue_green_spelled_out_rolls_out_as_before():
     plan = decide(_model(_spec("2.0.0", {"strategy": "BlueGreen"})), _serving(), CONFIG, T0)
     assert [(write.kind, write.name) for write in plan.writes] == [("Deployment", "crime-v2-0-0")]
+    assert not plan.stalled
+
+
+CANARY = {
+    "strategy": "Canary",
+    "steps": [{"weight": 25, "pause": "10s"}, {"weight": 50, "pause": "10s"}],
+    "analysis": {"maxErrorRatio": 0.05, "minRequests": 10},
+}
+HEALTHY = Measurement(requests=100, errors=0, p99_seconds=0.02)
+FAILING = Measurement(requests=100, errors=30, p99_seconds=0.02)
+T_LATER = "2026-01-01T00:00:30Z"
+
+
+def _complete(deployment):
+    """`deployment` as its controller reports it once every replica is ready."""
+    live = copy.deepcopy(deployment)
+    replicas = live["spec"]["replicas"]
+    generation = live["metadata"].get("generation", 1)
+    live["metadata"]["generation"] = generation
+    live["status"] = {
+        "observedGeneration": generation,
+        **dict.fromkeys(
+            ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas"), replicas
+        ),
+    }
+    return live
+
+
+def _landed(snapshot, plan, *, ready=True):
+    """The snapshot after `plan`'s writes, Deployments rolled out when `ready`."""
+    deployments = {d["metadata"]["name"]: d for d in snapshot.deployments}
+    service = snapshot.service
+    for write in plan.writes:
+        if write.kind == "Deployment" and write.manifest is None:
+            deployments.pop(write.name)
+        elif write.kind == "Deployment":
+            before = deployments.get(write.name, {"metadata": {"generation": 0}})
+            landed = copy.deepcopy(write.manifest)
+            landed["metadata"]["generation"] = before["metadata"].get("generation", 0) + 1
+            landed["status"] = {"observedGeneration": 0}
+            deployments[write.name] = _complete(landed) if ready else landed
+        elif write.kind == "Service":
+            service = copy.deepcopy(write.manifest)
+    return replace(
+        snapshot,
+        deployments=tuple(deployments.values()),
+        desired_holder=deployments.get("crime-v2-0-0"),
+        service=service,
+    )
+
+
+def _recorded(model, plan):
+    return {**model, "status": plan.status}
+
+
+def _conditions(plan):
+    return {c["type"]: (c["status"], c["reason"]) for c in plan.status["conditions"]}
+
+
+def _replicas(snapshot):
+    return {d["metadata"]["name"]: d["spec"]["replicas"] for d in snapshot.deployments}
+
+
+def _in_place_at_first_step():
+    model = _model(_spec("2.0.0", CANARY))
+    first = decide(model, _serving(), CONFIG, T0)
+    snapshot = _landed(_serving(), first)
+    widening = decide(model, snapshot, CONFIG, T0)
+    return _recorded(model, first), _landed(snapshot, widening), first, widening
+
+
+def test_a_canary_step_shares_the_replicas_and_widens_the_service_once_the_candidate_is_ready():
+    model = _model(_spec("2.0.0", CANARY))
+    first = decide(model, _serving(), CONFIG, T0)
+    assert [(w.kind, w.name, w.manifest["spec"]["replicas"]) for w in first.writes] == [
+        ("Deployment", "crime-v2-0-0", 1),
+        ("Deployment", "crime-v1-0-0", 3),
+    ]
+    assert first.status["rollout"]["verdict"] == "Analysing"
+    assert first.status["rollout"]["message"] == (
+        "canary step 1/2 at 25 %: waiting for 1 pods of version 2.0.0 to take traffic"
+    )
+    assert (first.status["rollout"]["step"], first.status["rollout"]["weight"]) == ("1/2", 25)
+    # Not ready yet: the Service keeps routing to 1.0.0 alone.
+    pending = decide(model, _landed(_serving(), first, ready=False), CONFIG, T0)
+    assert pending.writes == ()
+    _, snapshot, _, widening = _in_place_at_first_step()
+    assert [(w.kind, w.step.reason) for w in widening.writes] == [("Service", "Widened")]
+    assert snapshot.service["spec"]["selector"] == {"batcomputer.io/model": "crime"}
+    assert snapshot.service["metadata"]["annotations"]["batcomputer.io/serving-version"] == "1.0.0"
+    assert _replicas(snapshot) == {"crime-v1-0-0": 3, "crime-v2-0-0": 1}
+    assert widening.status["servingVersion"] == "1.0.0"
+    assert _conditions(widening)["Reconciling"][0] == "True"
+
+
+def test_the_analysis_waits_out_the_pause_then_advances_then_promotes():
+    model, snapshot, _, _ = _in_place_at_first_step()
+    measured = replace(snapshot, measured=HEALTHY)
+    waiting = decide(model, measured, CONFIG, "2026-01-01T00:00:04Z")
+    assert waiting.writes == ()
+    assert waiting.status["rollout"]["message"] == "canary step 1/2 at 25 %: analysing for 10s"
+    assert waiting.recheck == 5.0
+    advanced = decide(model, measured, CONFIG, T_LATER)
+    assert advanced.writes == ()
+    assert advanced.status["rollout"]["stepIndex"] == 1
+    assert advanced.status["rollout"]["stepStartedAt"] == T_LATER
+    assert advanced.recheck == 0  # the next step's writes are due at once
+    model = _recorded(model, advanced)
+    second = decide(model, snapshot, CONFIG, T_LATER)
+    snapshot = _landed(snapshot, second)
+    assert _replicas(snapshot) == {"crime-v1-0-0": 2, "crime-v2-0-0": 2}
+    assert second.status["rollout"]["effectiveWeight"] == 50.0
+    promoted = decide(model, replace(snapshot, measured=HEALTHY), CONFIG, "2026-01-01T00:01:00Z")
+    assert promoted.writes == ()
+    assert promoted.status["rollout"]["verdict"] == "Promoted"
+    assert promoted.recheck == 0
+    model = _recorded(model, promoted)
+    scaling = decide(model, snapshot, CONFIG, "2026-01-01T00:01:01Z")
+    assert [(w.kind, w.step.reason) for w in scaling.writes] == [("Deployment", "Promoting")]
+    snapshot = _landed(snapshot, scaling)
+    assert _replicas(snapshot) == {"crime-v1-0-0": 2, "crime-v2-0-0": 4}
+    switching = decide(model, snapshot, CONFIG, "2026-01-01T00:01:02Z")
+    assert [(w.kind, w.step.reason) for w in switching.writes] == [("Service", "Promoted")]
+    snapshot = _landed(snapshot, switching)
+    assert snapshot.service["spec"]["selector"]["batcomputer.io/version"] == "2.0.0"
+    # From here on blue/green: once the endpoints no longer list 1.0.0's pod, it goes.
+    kept = decide(model, snapshot, CONFIG, "2026-01-01T00:01:03Z")
+    assert kept.writes == ()
+    snapshot = replace(snapshot, backends=frozenset())
+    retiring = decide(model, snapshot, CONFIG, "2026-01-01T00:01:03Z")
+    assert [(w.kind, w.name, w.manifest) for w in retiring.writes] == [
+        ("Deployment", "crime-v1-0-0", None)
+    ]
+    assert retiring.status["rollout"] is None
+
+
+def test_a_failing_candidate_is_rolled_back_naming_the_threshold():
+    model, snapshot, _, _ = _in_place_at_first_step()
+    failed = decide(model, replace(snapshot, measured=FAILING), CONFIG, "2026-01-01T00:00:02Z")
+    assert failed.writes == ()
+    assert failed.recheck == 0  # traffic moves back in the very next pass
+    assert failed.stalled and not failed.ready
+    assert _conditions(failed)["Stalled"] == ("True", "AnalysisFailed")
+    assert [(s.reason, s.warning) for s in failed.transitions] == [("AnalysisFailed", True)]
+    assert "maxErrorRatio: 30 of 100 requests failed" in failed.transitions[0].message
+    assert (failed.status["rollout"]["verdict"], failed.status["rollout"]["failedThreshold"]) == (
+        "RolledBack",
+        "maxErrorRatio",
+    )
+    model = _recorded(model, failed)
+    back = decide(model, snapshot, CONFIG, "2026-01-01T00:00:03Z")
+    assert [(w.kind, w.name, w.manifest is None) for w in back.writes] == [
+        ("Service", "crime", False),
+        ("Deployment", "crime-v1-0-0", False),
+        ("Deployment", "crime-v2-0-0", True),
+    ]
+    snapshot = _landed(snapshot, back)
+    assert _replicas(snapshot) == {"crime-v1-0-0": 4}
+    assert snapshot.service == manifests.service(OWNER, "1.0.0")
+    settled = decide(model, snapshot, CONFIG, "2026-01-01T00:00:04Z")
+    assert settled.writes == ()
+    assert _conditions(settled)["Stalled"] == ("True", "AnalysisFailed")
+    assert settled.status["servingVersion"] == "1.0.0"
+    assert settled.transitions == ()
+
+
+def test_a_measurement_below_min_requests_waits_past_the_pause():
+    model, snapshot, _, _ = _in_place_at_first_step()
+    few = replace(snapshot, measured=Measurement(requests=3, errors=3))
+    plan = decide(model, few, CONFIG, T_LATER)
+    assert plan.writes == () and not plan.stalled
+    assert plan.status["rollout"]["message"] == "canary step 1/2 at 25 %: waiting for 10 requests"
+    assert plan.recheck == 5.0
+    unmeasured = decide(model, snapshot, CONFIG, T_LATER)
+    assert unmeasured.status["rollout"]["verdict"] == "Analysing"
+
+
+def test_a_first_canary_rollout_has_nothing_to_compare_with_and_goes_blue_green():
+    plan = decide(_model(_spec("2.0.0", CANARY)), Snapshot(), CONFIG, T0)
+    assert [(w.kind, w.name) for w in plan.writes] == [
+        ("Service", "crime"),
+        ("Deployment", "crime-v2-0-0"),
+    ]
+    assert plan.writes[1].manifest["spec"]["replicas"] == 4
+    assert plan.status["rollout"] is None
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        {"candidateVersion": "2.0.0", "stepIndex": 7, "stepStartedAt": T0, "verdict": "Analysing"},
+        {"candidateVersion": "1.9.0", "stepIndex": 1, "stepStartedAt": T0, "verdict": "RolledBack"},
+        {"candidateVersion": "2.0.0", "stepIndex": "1", "verdict": "Promoted"},
+    ],
+)
+def test_a_rollout_status_for_other_steps_or_versions_starts_over(recorded):
+    model = _model(_spec("2.0.0", CANARY))
+    model["status"]["rollout"] = recorded
+    plan = decide(model, _serving(), CONFIG, T_LATER)
+    assert plan.status["rollout"]["stepIndex"] == 0
+    assert plan.status["rollout"]["stepStartedAt"] == T_LATER
+    assert plan.status["rollout"]["verdict"] == "Analysing"
     assert not plan.stalled

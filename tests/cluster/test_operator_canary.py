@@ -1,0 +1,237 @@
+"""Canary rollouts on the real cluster, under continuous load through the model's Service.
+
+A good version goes through its steps (a share of the pods each, analysed from its pods'
+own /metrics) and is promoted with no request failing; a version that cannot meet a
+threshold is rolled back, Stalled with reason AnalysisFailed naming the threshold, while
+the serving version answers every request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from _operator_support import (
+    children,
+    condition,
+    create_batmodel,
+    model_namespace,
+    running_operator,
+    settled,
+    wait_settled,
+)
+
+from batcomputer_dev.kube_testing import (
+    TITANIC_PASSENGER,
+    call_service,
+    find,
+    kubectl_json,
+    patch_spec,
+    publish,
+    wait_for,
+)
+from batcomputer_dev.pytest_bundles import train_bundle
+
+SECRET = "blob-reader"
+
+
+@pytest.fixture(scope="module")
+def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
+    container = pod_azurite.make_container("canary")
+    retrained = train_bundle("titanic", "1.0.1", tmp_path_factory.mktemp("retrained"))
+    specs = {}
+    for bundle in (trained_bundles.titanic, retrained):
+        spec = publish(pod_azurite, container, bundle)["spec"]
+        spec["source"]["credentialsSecret"] = SECRET
+        specs[str(spec["version"])] = spec
+    return specs
+
+
+@pytest.fixture(scope="module")
+def namespace(kube_cluster, pod_azurite) -> Iterator[str]:
+    with model_namespace(kube_cluster, pod_azurite, SECRET) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterator[None]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with running_operator(kube_cluster, namespace, log, "--server-image", server_image):
+        yield
+
+
+@dataclass
+class Load:
+    """Predictions and version look-ups through the Service, one after the other, until
+    stopped: what each look-up answered (with when), and every failure."""
+
+    cluster: object
+    name: str
+    namespace: str
+    answers: list[tuple[float, str]] = field(default_factory=list)
+    predictions: int = 0
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                call_service(
+                    self.cluster, self.name, self.namespace, "/api/predict", body=TITANIC_PASSENGER
+                )
+                self.predictions += 1
+                info = call_service(self.cluster, self.name, self.namespace, "/api/info")
+                self.answers.append((time.monotonic(), info["version"]))
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                self.failures.append(f"{time.monotonic():.1f}: {error}")
+
+
+@pytest.fixture
+def load():
+    running: list[tuple[Load, threading.Thread]] = []
+
+    def start(cluster, name: str, namespace: str) -> Load:
+        traffic = Load(cluster, name, namespace)
+        thread = threading.Thread(target=traffic.run, daemon=True)
+        thread.start()
+        running.append((traffic, thread))
+        return traffic
+
+    yield start
+    for traffic, thread in running:
+        traffic.stop.set()
+        thread.join(timeout=30)
+
+
+def _serve(cluster, namespace: str, name: str, spec: dict) -> None:
+    create_batmodel(cluster, namespace, name, spec)
+    wait_settled(cluster, name, namespace)
+    wait_for(
+        lambda: call_service(cluster, name, namespace, "/api/info")["version"],
+        lambda version: version == spec["version"],
+        f"{name} to answer",
+        timeout=30,
+    )
+
+
+def _steps_seen(cluster, name: str, namespace: str, until, timeout: float) -> list[tuple]:
+    """(time, status.rollout.step, verdict) each time they change, until `until(model)`."""
+    seen: list[tuple] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        model = find(cluster, "batmodel", name, namespace)
+        rollout = (model.get("status") or {}).get("rollout") or {}
+        state = (rollout.get("step"), rollout.get("verdict"))
+        if not seen or seen[-1][1:] != state:
+            seen.append((time.monotonic(), *state))
+        if until(model):
+            return seen
+        assert time.monotonic() < deadline, f"{name} did not get there: {seen} {model['status']}"
+        time.sleep(0.5)
+
+
+def _share(answers, start: float, end: float, version: str) -> tuple[float, int]:
+    during = [answered for at, answered in answers if start <= at < end]
+    return (100 * during.count(version) / len(during) if during else 0.0), len(during)
+
+
+def test_a_good_canary_goes_through_its_steps_and_is_promoted_with_no_failed_request(
+    kube_cluster, operator, namespace, releases, load
+):
+    name = "canary-good"
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 25, "pause": "5s"}, {"weight": 50, "pause": "5s"}],
+        "analysis": {"maxErrorRatio": 0.01, "maxP99LatencySeconds": 5, "minRequests": 5},
+    }
+    _serve(kube_cluster, namespace, name, {**releases["1.0.0"], "replicas": 4, "rollout": rollout})
+    columns = kube_cluster.kubectl("get", "bm", name, "-n", namespace).splitlines()
+    assert columns[0].split()[5:8] == ["STRATEGY", "STEP", "WEIGHT"]
+    traffic = load(kube_cluster, name, namespace)
+    started = time.monotonic()
+    patch_spec(kube_cluster, name, namespace, releases["1.0.1"])
+    seen = _steps_seen(
+        kube_cluster,
+        name,
+        namespace,
+        lambda model: settled(model, "Ready") and model["status"].get("servingVersion") == "1.0.1",
+        timeout=300,
+    )
+    promoted = time.monotonic() - started
+    time.sleep(2)
+    traffic.stop.set()
+    print(f"canary promoted after {promoted:.1f} s; steps seen: {seen}")
+    print(f"requests: {traffic.predictions} predictions, {len(traffic.answers)} look-ups")
+    steps = [(at, step) for at, step, verdict in seen if verdict == "Analysing" and step]
+    for (at, step), following in zip(steps, [*steps[1:], (time.monotonic(), None)], strict=True):
+        share, count = _share(traffic.answers, at, following[0], "1.0.1")
+        print(f"step {step}: 1.0.1 answered {share:.0f} % of {count} look-ups")
+    assert traffic.failures == []
+    assert {step for _, step in steps} >= {"1/2", "2/2"}
+    assert {version for _, version in traffic.answers} == {"1.0.0", "1.0.1"}
+    wait_for(
+        lambda: [
+            d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
+        ],
+        lambda names: names == [f"{name}-v1-0-1"],
+        "the 1.0.0 Deployment to go",
+        timeout=60,
+    )
+    events = kubectl_json(
+        kube_cluster,
+        *("get", "events", "-n", namespace, "--field-selector"),
+        f"involvedObject.kind=BatModel,involvedObject.name={name}",
+    )
+    reasons = {event["reason"] for event in events["items"]}
+    assert {"CanaryStep", "Widened", "Promoting", "Promoted"} <= reasons
+
+
+def test_a_canary_that_misses_a_threshold_is_rolled_back_while_the_old_version_serves(
+    kube_cluster, operator, namespace, releases, load
+):
+    name = "canary-bad"
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"weight": 50, "pause": "30s"}],
+        # No server answers within 0.1 ms: the candidate cannot meet it.
+        "analysis": {"maxP99LatencySeconds": 0.0001, "minRequests": 5},
+    }
+    _serve(kube_cluster, namespace, name, {**releases["1.0.0"], "replicas": 2, "rollout": rollout})
+    traffic = load(kube_cluster, name, namespace)
+    started = time.monotonic()
+    patch_spec(kube_cluster, name, namespace, releases["1.0.1"])
+    model = wait_settled(kube_cluster, name, namespace, "Stalled", "AnalysisFailed", timeout=240)
+    rolled_back = time.monotonic() - started
+    wait_for(
+        lambda: {
+            d["metadata"]["name"]: d["spec"]["replicas"]
+            for d in children(kube_cluster, "deployments", name, namespace)
+        },
+        lambda replicas: replicas == {f"{name}-v1-0-0": 2},
+        "only 1.0.0 left, at 2 replicas",
+        timeout=60,
+    )
+    back = time.monotonic()
+    time.sleep(3)
+    traffic.stop.set()
+    print(f"canary rolled back after {rolled_back:.1f} s")
+    print(f"requests: {traffic.predictions} predictions, {len(traffic.answers)} look-ups")
+    assert traffic.failures == []
+    stalled = condition(model, "Stalled")
+    assert "maxP99LatencySeconds" in stalled["message"]
+    assert model["status"]["rollout"]["failedThreshold"] == "maxP99LatencySeconds"
+    assert model["status"]["rollout"]["verdict"] == "RolledBack"
+    assert model["status"]["servingVersion"] == "1.0.0"
+    late = {version for at, version in traffic.answers if at > back + 1}
+    assert late == {"1.0.0"}
+    events = kubectl_json(
+        kube_cluster,
+        *("get", "events", "-n", namespace),
+        f"--field-selector=involvedObject.name={name},reason=AnalysisFailed",
+    )["items"]
+    assert [event["type"] for event in events] == ["Warning"]
+    assert "maxP99LatencySeconds" in events[0]["message"]
