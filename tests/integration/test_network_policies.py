@@ -106,7 +106,8 @@ def test_monitoring_may_scrape_models_and_the_operator_on_their_metrics_ports(cl
 def test_nobody_else_reaches_a_model(cluster):
     edges, models, _ = cluster
     callers = {source for (source, destination) in edges if destination in models}
-    assert callers == {"models/neighbour", "monitoring/prometheus"}
+    # The operator reads the models' /metrics to analyse Canary rollouts.
+    assert callers == {"models/neighbour", "monitoring/prometheus", OPERATOR}
 
 
 def test_model_pods_reach_only_dns_and_the_blob_endpoint(cluster):
@@ -121,10 +122,13 @@ def test_model_pods_reach_only_dns_and_the_blob_endpoint(cluster):
         assert reached and all(allowed == {DNS} for allowed in reached.values()), reached
 
 
-def test_the_operator_reaches_only_the_api_server(cluster):
-    edges, _, _ = cluster
+def test_the_operator_reaches_only_the_api_server_and_the_models_metrics_port(cluster):
+    edges, models, _ = cluster
     reached = {dst: allowed for (src, dst), allowed in edges.items() if src == OPERATOR}
-    assert reached == {"10.244.0.9": {"{protocols:TCP,dst_ports:6443}"}}
+    assert reached == {
+        "10.244.0.9": {"{protocols:TCP,dst_ports:6443}"},
+        **dict.fromkeys(models, SERVING),
+    }
 
 
 def test_a_stranger_reaches_only_the_operator_probe_port(cluster):

@@ -57,9 +57,8 @@ def test_model_pods_are_reached_only_on_the_serving_port_from_their_namespace(na
     policy = _policies(namespaced)[("models", "batcomputer-models")]
     assert _selects(policy["podSelector"], _model_pod_labels())
     assert policy["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["ingress"] == [
-        {"from": [{"podSelector": {}}], "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]}
-    ]
+    port = [{"port": SERVER_PORT, "protocol": "TCP"}]
+    assert policy["ingress"] == [{"from": [{"podSelector": {}}], "ports": port}, _ANALYSIS]
 
 
 def test_model_pods_reach_only_dns_and_blob_storage(namespaced):
@@ -76,13 +75,52 @@ def test_the_operator_reaches_only_the_api_server_and_is_reached_only_on_its_por
     policy = _policies(namespaced)[(RELEASE_NAMESPACE, "batcomputer-batcomputer-operator")]
     (operator,) = [doc for doc in namespaced if doc["kind"] == "Deployment"]
     assert _selects(policy["podSelector"], operator["spec"]["template"]["metadata"]["labels"])
-    assert policy["egress"] == [
-        {
-            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
-            "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
-        }
-    ]
+    api_server, model_metrics = policy["egress"]
+    assert api_server == {
+        "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+    }
+    (peer,) = model_metrics["to"]
+    assert peer["namespaceSelector"] == {}
+    assert _selects(peer["podSelector"], _model_pod_labels())
+    assert model_metrics["ports"] == [{"port": SERVER_PORT, "protocol": "TCP"}]
     assert policy["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+
+
+# Model pods let the operator's pods in their own namespace read /metrics (Canary analysis).
+_ANALYSIS = {
+    "from": [
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": RELEASE_NAMESPACE}
+            },
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "batcomputer-operator",
+                    "app.kubernetes.io/instance": "batcomputer",
+                }
+            },
+        }
+    ],
+    "ports": [{"port": SERVER_PORT, "protocol": "TCP"}],
+}
+
+
+def test_the_analysis_peer_is_exactly_the_operators_pods(namespaced):
+    (operator,) = [doc for doc in namespaced if doc["kind"] == "Deployment"]
+    labels = operator["spec"]["template"]["metadata"]["labels"]
+    assert _selects(_ANALYSIS["from"][0]["podSelector"], labels)
+
+
+def test_rollout_analysis_can_be_turned_off(helm):
+    docs = _render(
+        helm,
+        *("--set-json", 'watchNamespaces=["models"]'),
+        *("--set", "networkPolicy.rolloutAnalysis=false"),
+    )
+    policies = _policies(docs)
+    assert len(policies[(RELEASE_NAMESPACE, "batcomputer-batcomputer-operator")]["egress"]) == 1
+    assert _ANALYSIS not in policies[("models", "batcomputer-models")]["ingress"]
 
 
 def test_peers_endpoints_and_namespaces_come_from_values(helm):
@@ -98,7 +136,11 @@ def test_peers_endpoints_and_namespaces_come_from_values(helm):
     )
     policies = _policies(docs)
     model = policies[("ml", "batcomputer-models")]
-    assert [rule["from"] for rule in model["ingress"]] == [[ingress_controller], [monitoring]]
+    assert [rule["from"] for rule in model["ingress"]] == [
+        [ingress_controller],
+        [monitoring],
+        _ANALYSIS["from"],
+    ]
     assert model["egress"][1] == {
         "to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}],
         "ports": [{"port": 10000, "protocol": "TCP"}],
@@ -112,7 +154,8 @@ def test_an_empty_peer_list_lets_nobody_in_rather_than_everybody(helm):
         helm,
         *("--set-json", 'watchNamespaces=["models"]', "--set-json", "networkPolicy.servingFrom=[]"),
     )
-    assert not _policies(docs)[("models", "batcomputer-models")]["ingress"]
+    # Only the operator, to read /metrics for Canary analysis.
+    assert _policies(docs)[("models", "batcomputer-models")]["ingress"] == [_ANALYSIS]
 
 
 def test_policies_can_be_turned_off(helm):
