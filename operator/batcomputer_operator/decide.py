@@ -396,8 +396,12 @@ class _CanaryRun:
             routing.rollout_complete(live)
             and routing.field(live, "spec", "replicas") == split.canary
         )
-        widen = ready or _widened(snapshot.service)
+        # A candidate that cannot get ready gives its share back: the serving version
+        # alone behind the Service at every replica, until the candidate is fixed.
+        failure = status.rollout_failure(live, snapshot.pods)
+        widen = failure is None and (ready or _widened(snapshot.service))
         children = canary.step_children(owner, spec, self.config, self.serving, weight, widen=widen)
+        serving = canary.rescaled(self.serving, spec.replicas) if failure else children.serving
         where = f"canary step {progress.step + 1}/{len(steps)} at {weight} %"
         writes = [
             *_changed(
@@ -421,10 +425,12 @@ class _CanaryRun:
             ),
             *_changed(
                 "Deployment",
-                children.serving,
+                serving,
                 self.serving,
                 Step(
-                    "CanaryStep", f"{where}: {split.stable} pods of version {self.serving_version}"
+                    "CanaryStep",
+                    f"{where}: {serving['spec']['replicas']} pods of version "
+                    f"{self.serving_version}",
                 ),
             ),
             *self._retired(children.candidate),
@@ -455,9 +461,7 @@ class _CanaryRun:
             # The next step's writes come in the next pass, which reads this one's status;
             # the operator's own status write brings no watch event it has not seen.
             recheck = 0.0
-        seen = self.observe(
-            status.rollout_failure(live, snapshot.pods), serving=self.serving, desired=live
-        )
+        seen = self.observe(failure, serving=self.serving, desired=live)
         return _Rollout(replace(seen, rollout=found), tuple(writes), recheck)
 
     def promoting(self, recorded: Mapping[str, Any]) -> _Rollout:

@@ -11,6 +11,7 @@ import pytest
 from batcomputer_operator import manifests
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.decide import Snapshot, decide
+from batcomputer_operator.naming import TEMPLATE_HASH_ANNOTATION
 from batcomputer_operator.rollout import Measurement
 from batcomputer_operator.spec import parse_spec
 
@@ -295,3 +296,46 @@ def test_a_rollout_status_for_other_steps_or_versions_starts_over(recorded):
     assert plan.status["rollout"]["stepStartedAt"] == T_LATER
     assert plan.status["rollout"]["verdict"] == "Analysing"
     assert not plan.stalled
+
+
+def test_a_candidate_that_cannot_get_ready_gives_its_share_back():
+    model, snapshot, _, _ = _in_place_at_first_step()
+    candidate = next(d for d in snapshot.deployments if d["metadata"]["name"] == "crime-v2-0-0")
+    template = candidate["spec"]["template"]["metadata"]
+    crashing = {
+        "metadata": {
+            "name": "crime-v2-0-0-c1",
+            "uid": "c1",
+            "labels": dict(template["labels"]),
+            "annotations": {
+                TEMPLATE_HASH_ANNOTATION: template["annotations"][TEMPLATE_HASH_ANNOTATION]
+            },
+        },
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "ready": False,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                }
+            ]
+        },
+    }
+    unready = {**candidate, "status": {**candidate["status"], "readyReplicas": 0}}
+    broken = replace(
+        snapshot,
+        deployments=tuple(
+            unready if d["metadata"]["name"] == "crime-v2-0-0" else d for d in snapshot.deployments
+        ),
+        desired_holder=unready,
+        pods=(*snapshot.pods, crashing),
+    )
+    plan = decide(model, broken, CONFIG, T_LATER)
+    assert [(w.kind, w.name) for w in plan.writes] == [
+        ("Service", "crime"),
+        ("Deployment", "crime-v1-0-0"),
+    ]
+    assert plan.writes[0].manifest == manifests.service(OWNER, "1.0.0")
+    assert plan.writes[1].manifest["spec"]["replicas"] == 4
+    assert _conditions(plan)["Stalled"] == ("True", "CrashLoopBackOff")
+    assert plan.status["servingVersion"] == "1.0.0"
