@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from batcomputer_operator import manifests
+from batcomputer_operator import manifests, naming
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.rollout import Split, replica_split, stable_selector
 from batcomputer_operator.spec import BatModelSpec
@@ -54,6 +54,14 @@ def widened_service(owner: manifests.Owner, serving_version: str) -> dict:
     still named as the one it serves."""
     service = manifests.service(owner, serving_version)
     return {**service, "spec": {**service["spec"], "selector": stable_selector(owner.name)}}
+
+
+def version_service(owner: manifests.Owner, version: str) -> dict:
+    """A Service of `version`'s pods alone, named like its Deployment: where an NGINX
+    canary Ingress and the model's Ingress send their shares."""
+    service = manifests.service(owner, version)
+    metadata = {**service["metadata"], "name": naming.deployment_name(owner.name, version)}
+    return {**service, "metadata": metadata}
 
 
 @dataclass(frozen=True)

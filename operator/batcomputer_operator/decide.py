@@ -33,7 +33,9 @@ class Snapshot:
     `backends`: uids of the pods the Service's endpoints list as ready;
     `refusal`: the API server refused a write and retrying it cannot help;
     `measured`: what the candidate of a Canary did in its current step, from its pods'
-    metrics (None: not measured).
+    metrics (None: not measured); `version_services` and `canary_ingress`: what a
+    Canary behind an NGINX Ingress adds (the model's Services other than the stable one,
+    and the `<model>-canary` Ingress).
     """
 
     deployments: tuple[Mapping[str, Any], ...] = ()
@@ -44,6 +46,8 @@ class Snapshot:
     backends: frozenset[str] = frozenset()
     refusal: status.Failure | None = None
     measured: rollout.Measurement | None = None
+    version_services: tuple[Mapping[str, Any], ...] = ()
+    canary_ingress: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ def _roll(
         step = Step("Retired", f"deleted Deployment {name} of version {version_of(retired)}")
         writes.append(Write("Deployment", name, None, step))
     writes.extend(_ingress_writes(snapshot, owner, spec, config, version_of(target)))
+    writes.extend(_unsplit(snapshot, owner))
     seen = observe(
         status.rollout_failure(desired, snapshot.pods),
         serving=serving,
@@ -434,7 +439,7 @@ class _CanaryRun:
                 ),
             ),
             *self._retired(children.candidate),
-            *_ingress_writes(snapshot, owner, spec, self.config, self.serving_version),
+            *self._ingress(children, weight),
         ]
         in_place = not writes and children.widened and ready
         recheck = None
@@ -497,6 +502,8 @@ class _CanaryRun:
                     f"{self.serving_version} to {spec.version} after its canary analysis",
                 ),
             ),
+            *_ingress_writes(snapshot, owner, spec, self.config, self.serving_version),
+            *_unsplit(snapshot, owner),
         ]
         seen = self.observe(
             status.rollout_failure(live, snapshot.pods), serving=self.serving, desired=live
@@ -526,12 +533,50 @@ class _CanaryRun:
                     f"scaled version {self.serving_version} back to {spec.replicas} replicas",
                 ),
             ),
+            *_ingress_writes(snapshot, owner, spec, self.config, self.serving_version),
+            *_unsplit(snapshot, owner),
             *self._retired(self.serving),
         ]
         message = f"version {spec.version} rolled back: {recorded.get('message', '')}"
         failure = status.Failure(rollout.ANALYSIS_FAILED, message)
         seen = self.observe(failure, serving=self.serving)
         return _Rollout(replace(seen, rollout=dict(recorded)), tuple(writes))
+
+    def _ingress(self, children: canary.StepChildren, weight: int) -> list[Write]:
+        """An NGINX Ingress splits by `weight` itself: the model's Ingress routes to the
+        serving version's own Service, a canary Ingress sends `weight` % to the
+        candidate's. Any other Ingress routes to the stable Service, split by pods."""
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        stable = manifests.ingress(owner, spec, self.config, self.serving_version)
+        if (
+            stable is None
+            or not children.widened
+            or not rollout.weighted_by_ingress(stable["spec"].get("ingressClassName"))
+        ):
+            return [
+                *_ingress_writes(snapshot, owner, spec, self.config, self.serving_version),
+                *_unsplit(snapshot, owner),
+            ]
+        serving_service = canary.version_service(owner, self.serving_version)
+        candidate_service = canary.version_service(owner, spec.version)
+        stable = rollout.routed_to(stable, serving_service["metadata"]["name"])
+        weighted = rollout.canary_ingress(stable, candidate_service["metadata"]["name"], weight)
+        services = {s["metadata"]["name"]: s for s in snapshot.version_services}
+        routed = f"by the Ingress: {weight} % to version {spec.version}"
+        return [
+            *(
+                write
+                for service in (serving_service, candidate_service)
+                for write in _changed(
+                    "Service",
+                    service,
+                    services.get(service["metadata"]["name"]),
+                    Step("VersionService", f"Service {service['metadata']['name']} for {routed}"),
+                )
+            ),
+            *_changed("Ingress", stable, snapshot.ingress, Step("IngressSplit", routed)),
+            *_changed("Ingress", weighted, snapshot.canary_ingress, Step("IngressSplit", routed)),
+        ]
 
     def _retired(self, keep: Mapping[str, Any]) -> list[Write]:
         writes = []
@@ -540,6 +585,22 @@ class _CanaryRun:
             step = Step("Retired", f"deleted Deployment {name} of version {version_of(retired)}")
             writes.append(Write("Deployment", name, None, step))
         return writes
+
+
+def _unsplit(snapshot: Snapshot, owner: manifests.Owner) -> list[Write]:
+    """Deletes of what an Ingress split by weight added, once it is over."""
+    writes = []
+    if snapshot.canary_ingress is not None and owned(snapshot.canary_ingress, owner):
+        name = snapshot.canary_ingress["metadata"]["name"]
+        writes.append(
+            Write("Ingress", name, None, Step("IngressDeleted", f"deleted Ingress {name}"))
+        )
+    for service in snapshot.version_services:
+        if owned(service, owner):
+            name = service["metadata"]["name"]
+            step = Step("ServiceDeleted", f"deleted Service {name}")
+            writes.append(Write("Service", name, None, step))
+    return writes
 
 
 def _widened(service: Mapping[str, Any] | None) -> bool:

@@ -102,6 +102,12 @@ def snapshot(cache: Cache, model: Mapping[str, Any]) -> Snapshot:
         ingress=cache.get("Ingress", namespace, name),
         pods=tuple(cache.of_model("Pod", namespace, name)),
         backends=routing.ready_backends(cache.of_model("EndpointSlice", namespace, name)),
+        version_services=tuple(
+            service
+            for service in cache.of_model("Service", namespace, name)
+            if service["metadata"]["name"] != name
+        ),
+        canary_ingress=cache.get("Ingress", namespace, f"{name}-canary"),
     )
 
 

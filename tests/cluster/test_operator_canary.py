@@ -37,6 +37,7 @@ from batcomputer_dev.kube_testing import (
 from batcomputer_dev.pytest_bundles import train_bundle
 
 SECRET = "blob-reader"
+CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +120,18 @@ def _serve(cluster, namespace: str, name: str, spec: dict) -> None:
 
 
 def _steps_seen(cluster, name: str, namespace: str, until, timeout: float) -> list[tuple]:
-    """(time, status.rollout.step, verdict) each time they change, until `until(model)`."""
+    """(time, status.rollout.step, verdict, the model's Ingresses) each time they change,
+    until `until(model)`."""
     seen: list[tuple] = []
     deadline = time.monotonic() + timeout
     while True:
         model = find(cluster, "batmodel", name, namespace)
         rollout = (model.get("status") or {}).get("rollout") or {}
-        state = (rollout.get("step"), rollout.get("verdict"))
+        ingresses = tuple(
+            (i["metadata"]["name"], i["metadata"].get("annotations", {}).get(CANARY_WEIGHT))
+            for i in children(cluster, "ingresses", name, namespace)
+        )
+        state = (rollout.get("step"), rollout.get("verdict"), ingresses)
         if not seen or seen[-1][1:] != state:
             seen.append((time.monotonic(), *state))
         if until(model):
@@ -148,7 +154,11 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted_with_no_failed_req
         "steps": [{"weight": 25, "pause": "5s"}, {"weight": 50, "pause": "5s"}],
         "analysis": {"maxErrorRatio": 0.01, "maxP99LatencySeconds": 5, "minRequests": 5},
     }
-    _serve(kube_cluster, namespace, name, {**releases["1.0.0"], "replicas": 4, "rollout": rollout})
+    # An NGINX Ingress (no controller needs to run for the API server to keep it): the
+    # operator adds a canary Ingress with each step's weight.
+    ingress = {"path": f"/{name}", "className": "nginx"}
+    spec = {**releases["1.0.0"], "replicas": 4, "rollout": rollout, "ingress": ingress}
+    _serve(kube_cluster, namespace, name, spec)
     columns = kube_cluster.kubectl("get", "bm", name, "-n", namespace).splitlines()
     assert columns[0].split()[5:8] == ["STRATEGY", "STEP", "WEIGHT"]
     traffic = load(kube_cluster, name, namespace)
@@ -166,7 +176,12 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted_with_no_failed_req
     traffic.stop.set()
     print(f"canary promoted after {promoted:.1f} s; steps seen: {seen}")
     print(f"requests: {traffic.predictions} predictions, {len(traffic.answers)} look-ups")
-    steps = [(at, step) for at, step, verdict in seen if verdict == "Analysing" and step]
+    steps = []  # (when, step) each time the step under analysis changes
+    for at, step, verdict, _ in seen:
+        if verdict == "Analysing" and step and (not steps or steps[-1][1] != step):
+            steps.append((at, step))
+    weights = {dict(ingresses).get(f"{name}-canary") for *_, ingresses in seen}
+    assert {"25", "50"} <= weights
     for (at, step), following in zip(steps, [*steps[1:], (time.monotonic(), None)], strict=True):
         share, count = _share(traffic.answers, at, following[0], "1.0.1")
         print(f"step {step}: 1.0.1 answered {share:.0f} % of {count} look-ups")
@@ -181,6 +196,9 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted_with_no_failed_req
         "the 1.0.0 Deployment to go",
         timeout=60,
     )
+    for kind in ("ingresses", "services"):
+        names = [item["metadata"]["name"] for item in children(kube_cluster, kind, name, namespace)]
+        assert names == [name], kind
     events = kubectl_json(
         kube_cluster,
         *("get", "events", "-n", namespace, "--field-selector"),

@@ -124,7 +124,8 @@ def _complete(deployment):
 def _landed(snapshot, plan, *, ready=True):
     """The snapshot after `plan`'s writes, Deployments rolled out when `ready`."""
     deployments = {d["metadata"]["name"]: d for d in snapshot.deployments}
-    service = snapshot.service
+    services = {s["metadata"]["name"]: s for s in (snapshot.service, *snapshot.version_services)}
+    ingresses = {"crime": snapshot.ingress, "crime-canary": snapshot.canary_ingress}
     for write in plan.writes:
         if write.kind == "Deployment" and write.manifest is None:
             deployments.pop(write.name)
@@ -135,12 +136,17 @@ def _landed(snapshot, plan, *, ready=True):
             landed["status"] = {"observedGeneration": 0}
             deployments[write.name] = _complete(landed) if ready else landed
         elif write.kind == "Service":
-            service = copy.deepcopy(write.manifest)
+            services[write.name] = copy.deepcopy(write.manifest)
+        elif write.kind == "Ingress":
+            ingresses[write.name] = copy.deepcopy(write.manifest)
     return replace(
         snapshot,
         deployments=tuple(deployments.values()),
         desired_holder=deployments.get("crime-v2-0-0"),
-        service=service,
+        service=services.pop("crime"),
+        version_services=tuple(s for s in services.values() if s is not None),
+        ingress=ingresses["crime"],
+        canary_ingress=ingresses["crime-canary"],
     )
 
 
@@ -339,3 +345,50 @@ def test_a_candidate_that_cannot_get_ready_gives_its_share_back():
     assert plan.writes[1].manifest["spec"]["replicas"] == 4
     assert _conditions(plan)["Stalled"] == ("True", "CrashLoopBackOff")
     assert plan.status["servingVersion"] == "1.0.0"
+
+
+def _backends(ingress):
+    return [
+        path["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+
+
+@pytest.mark.parametrize("class_name", ["nginx", "traefik"])
+def test_an_nginx_ingress_splits_by_the_weight_itself_and_is_put_back_after(class_name):
+    spec = {**_spec("2.0.0", CANARY), "ingress": {"path": "/crime", "className": class_name}}
+    model = _model(spec)
+    snapshot = _serving()
+    for _ in range(3):  # created, widened, then nothing left to write
+        plan = decide(model, snapshot, CONFIG, T0)
+        snapshot = _landed(snapshot, plan)
+    assert plan.writes == ()
+    model = _recorded(model, plan)
+    if class_name != "nginx":  # split by pods behind the stable Service, as without Ingress
+        assert _backends(snapshot.ingress) == ["crime"]
+        assert (snapshot.canary_ingress, snapshot.version_services) == (None, ())
+        return
+    assert _backends(snapshot.ingress) == ["crime-v1-0-0"]
+    assert _backends(snapshot.canary_ingress) == ["crime-v2-0-0"]
+    annotations = snapshot.canary_ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/canary-weight"] == "25"
+    assert snapshot.canary_ingress["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    selectors = {
+        s["metadata"]["name"]: s["spec"]["selector"]["batcomputer.io/version"]
+        for s in snapshot.version_services
+    }
+    assert selectors == {"crime-v1-0-0": "1.0.0", "crime-v2-0-0": "2.0.0"}
+    # Rolled back: the Ingress routes to the stable Service again, the split goes.
+    failed = decide(model, replace(snapshot, measured=FAILING), CONFIG, T_LATER)
+    back = decide(_recorded(model, failed), snapshot, CONFIG, T_LATER)
+    assert [(w.kind, w.name, w.manifest is None) for w in back.writes] == [
+        ("Service", "crime", False),
+        ("Deployment", "crime-v1-0-0", False),
+        ("Ingress", "crime", False),
+        ("Ingress", "crime-canary", True),
+        ("Service", "crime-v1-0-0", True),
+        ("Service", "crime-v2-0-0", True),
+        ("Deployment", "crime-v2-0-0", True),
+    ]
+    assert _backends(back.writes[2].manifest) == ["crime"]
