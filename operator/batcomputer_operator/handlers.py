@@ -39,8 +39,8 @@ _BATMODEL_API = "batcomputer.io/v1alpha1"
 _DEBOUNCE_SECONDS = 0.3
 # After a pass that wrote children: the next one, unless a watch event comes first.
 _SETTLE_SECONDS = 1.0
-# A status is never left stale longer than this many passes (the controller may be down).
-_MAX_DEFERRALS = 3
+# A status is never left stale longer than this, in seconds (the controller may be down).
+_MAX_DEFERRAL = 10.0
 _log = logging.getLogger("batcomputer_operator")
 _QUEUE = metrics.WORKQUEUE_DEPTH.labels(metrics.CONTROLLER)
 _ADDS = metrics.WORKQUEUE_ADDS.labels(metrics.CONTROLLER)
@@ -51,7 +51,7 @@ class _Worker:
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.uid: str | None = None  # of the BatModel last seen, whose Event budget it has
-        self.deferred = 0  # passes in a row that left the status to the next one
+        self.deferred_since: float | None = None  # when passes began to leave the status be
 
 
 def _now() -> str:
@@ -80,7 +80,9 @@ def _post(memo: Any, outcome: reconcile.Outcome) -> None:
 
 async def _pass(memo: Any, namespace: str, name: str, worker: _Worker) -> reconcile.Outcome | None:
     started = time.monotonic()
-    defer = worker.deferred < _MAX_DEFERRALS
+    defer = (
+        worker.deferred_since is None or time.monotonic() - worker.deferred_since < _MAX_DEFERRAL
+    )
     try:
         return await asyncio.to_thread(
             reconcile.reconcile,
@@ -128,7 +130,10 @@ async def _work(memo: Any, namespace: str, name: str, worker: _Worker) -> None:
                 memo.event_limiter.forget(worker.uid)
             return
         worker.uid = outcome.model["metadata"]["uid"]
-        worker.deferred = 0 if outcome.settled else worker.deferred + 1
+        if outcome.settled:
+            worker.deferred_since = None
+        elif worker.deferred_since is None:
+            worker.deferred_since = time.monotonic()
         await asyncio.to_thread(_post, memo, outcome)
         timeout = requeue.resync(memo.config.resync_seconds) if outcome.settled else _SETTLE_SECONDS
         if outcome.recheck is not None:  # a rollout step's analysis is due
