@@ -16,99 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-BATCH_ROWS = 1000
-WORKERS = 2
-
-
-def _train(bundles: Path) -> Path:
-    folder = bundles / "titanic" / "1.0.0"
-    if not (folder / "bundle.json").exists():
-        subprocess.run(
-            [BIN / "batcomputer-train", "titanic", "--version=1.0.0", "--out", bundles, "--quiet"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return folder
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
-def _start_server(folder: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "TMPDIR": str(workdir)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = (workdir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            *(BIN / "batcomputer-server", "--bundle", folder, "--host", "127.0.0.1"),
-            *("--port", str(port), "--workers", str(WORKERS), "--log-level", "warning"),
-            *("--max-batch-rows", str(BATCH_ROWS)),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if _get(url + "/readyz")["status"] == "ready":
-                return process, url
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"server not ready:\n{(workdir / 'server.log').read_text()}")
-
-
-def _milliseconds(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def _wrk(url: str, body: str, workdir: Path, duration: int, connections: int) -> dict:
-    script = workdir / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body)}\n"
-    )
-    output = subprocess.run(
-        [
-            *("wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "2s"),
-            *("-s", script, url),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-    ).stdout
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "p50_ms": _milliseconds(re.search(r"50%\s+([\d.]+\w+)", output).group(1)),
-        "p99_ms": _milliseconds(re.search(r"99%\s+([\d.]+\w+)", output).group(1)),
-        "failed": errors + (int(non_2xx.group(1)) if non_2xx else 0),
-    }
+from _served_model import BATCH_ROWS, BIN, get_json, start_server, train, wrk_post
 
 
 def _oip_request(metadata: dict, rows: list[dict]) -> dict:
@@ -150,11 +63,12 @@ def main() -> int:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-oip-") as temporary:
         workdir = Path(temporary)
-        folder = _train(options.bundles or workdir / "bundles")
-        process, url = _start_server(folder, workdir)
+        folder = train(options.bundles or workdir / "bundles")
+        process, port = start_server([BIN / "batcomputer-server"], folder, workdir)
+        url = f"http://127.0.0.1:{port}"
         try:
-            example = _get(url + "/api/predict/params")["example"]
-            metadata = _get(url + "/v2/models/titanic")
+            example = get_json(url + "/api/predict/params")["example"]
+            metadata = get_json(url + "/v2/models/titanic")
             cases = {
                 "one row": (json.dumps(example), json.dumps(_oip_request(metadata, [example])), 8),
                 f"{BATCH_ROWS}-row batch": (
@@ -173,7 +87,7 @@ def main() -> int:
                     ("friendly", "/api/predict", friendly),
                     ("OIP v2", "/v2/models/titanic/infer", oip),
                 ):
-                    result = _wrk(url + path, body, workdir, options.duration, connections)
+                    result = wrk_post(url + path, body, workdir, options.duration, connections)
                     figures[api] = result
                     print(
                         f"{label + ', ' + api:22}{result['rps']:>9.0f}{result['p50_ms']:>9.2f}"

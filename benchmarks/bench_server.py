@@ -31,7 +31,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import socket
@@ -41,37 +40,15 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _served_model import BATCH_ROWS, BIN, WORKERS, get_json, start_server, train, wrk_post
 
-BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-BATCH_ROWS = 1000
-WORKERS = 2
 NORMAL_REQUESTS = 20
 BASE_REVISION = "9124870"
 GOALS = {"single_p99_ms": 5.0, "batch_share": 0.60, "single_factor": 2.0}
-
-
-def _train(bundles: Path) -> Path:
-    folder = bundles / "titanic" / "1.0.0"
-    if not (folder / "bundle.json").exists():
-        subprocess.run(
-            [
-                BIN / "batcomputer-train",
-                "titanic",
-                "--version",
-                "1.0.0",
-                "--out",
-                bundles,
-                "--quiet",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return folder
 
 
 # -- in-process limits ----------------------------------------------------------------
@@ -154,45 +131,6 @@ def _check_out(revision: str, folder: Path) -> str:
     return short
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
-def _start_server(command: list, folder: Path, workdir: Path, env: dict) -> tuple:
-    port = _free_port()
-    env = {**os.environ, **env, "TMPDIR": str(workdir)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = (workdir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            *command,
-            *("--bundle", folder, "--host", "127.0.0.1", "--port", str(port)),
-            *("--workers", str(WORKERS), "--log-level", "warning"),
-            *("--max-batch-rows", str(BATCH_ROWS)),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if _get(url + "/readyz")["status"] == "ready":
-                return process, port
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"server not ready:\n{(workdir / 'server.log').read_text()}")
-
-
 def _cpu_seconds(server_pid: int) -> float:
     """User + system CPU time the server's workers have used so far."""
     children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
@@ -201,41 +139,6 @@ def _cpu_seconds(server_pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def _wrk(port: int, body: str, workdir: Path, duration: int, connections: int) -> dict:
-    script = workdir / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body)}\n"
-    )
-    output = subprocess.run(
-        [
-            *("wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "2s"),
-            *("-s", script, f"http://127.0.0.1:{port}/api/predict"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-    ).stdout
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    p50 = re.search(r"50%\s+([\d.]+\w+)", output)
-    p99 = re.search(r"99%\s+([\d.]+\w+)", output)
-    return {
-        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "p50_ms": _milliseconds(p50.group(1)) if p50 else float("nan"),
-        "p99_ms": _milliseconds(p99.group(1)) if p99 else float("nan"),
-        "failed": errors + (int(non_2xx.group(1)) if non_2xx else 0),
-    }
-
-
-def _milliseconds(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def _normal_requests(port: int, body: str) -> dict:
@@ -290,9 +193,9 @@ def _hold_slow_clients(port: int, count: int, ready, stop, reconnects) -> None:
         sock.close()
 
 
-def _wrk_with_cpu(server_pid: int, *args) -> dict:
+def _wrk_with_cpu(server_pid: int, port: int, *args) -> dict:
     before = _cpu_seconds(server_pid)
-    figures = _wrk(*args)
+    figures = wrk_post(f"http://127.0.0.1:{port}/api/predict", *args)
     spent = _cpu_seconds(server_pid) - before
     figures["cpu_us"] = spent / figures["requests"] * 1e6 if figures["requests"] else float("nan")
     return figures
@@ -331,9 +234,9 @@ def _measure(server_pid: int, port: int, workdir: Path, options, example: dict) 
 def _serve_and_measure(command: list, env: dict, folder: Path, options: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-server-"))
     try:
-        process, port = _start_server(command, folder, workdir, env)
+        process, port = start_server(command, folder, workdir, env)
         try:
-            example = _get(f"http://127.0.0.1:{port}/api/predict/params")["example"]
+            example = get_json(f"http://127.0.0.1:{port}/api/predict/params")["example"]
             return _measure(process.pid, port, workdir, options, example)
         finally:
             process.send_signal(signal.SIGTERM)
@@ -428,7 +331,7 @@ def main() -> int:
     )
     print(f"cpus: {os.cpu_count()}  load average before: {os.getloadavg()[0]:.2f}")
     bundles = options.bundles or Path(tempfile.mkdtemp(prefix="bench-bundles-"))
-    folder = _train(bundles)
+    folder = train(bundles)
     limits = _in_process(folder)
     checkouts = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     try:

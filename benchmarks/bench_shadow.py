@@ -26,11 +26,10 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from bench_server import _free_port, _start_server, _train, _wrk
+from _served_model import BIN, free_port, start_server, train, wrk_post
 
 from batcomputer_operator import analysis
 
-BIN = Path(sys.executable).parent
 EXAMPLE = {
     "pclass": "3rd",
     "sex": "male",
@@ -71,9 +70,10 @@ def _run(label: str, folder: Path, workdir: Path, duration: int, shadow: list[st
     run_dir = workdir / label.replace(" ", "-")
     run_dir.mkdir()
     command = [str(BIN / "batcomputer-server"), *shadow]
-    process, port = _start_server(command, folder, run_dir, {})
+    process, port = start_server(command, folder, run_dir)
     try:
-        figures = _wrk(port, json.dumps(EXAMPLE), run_dir, duration, 8)
+        url = f"http://127.0.0.1:{port}/api/predict"
+        figures = wrk_post(url, json.dumps(EXAMPLE), run_dir, duration, 8)
         figures["copies"] = _copies(port) if shadow else {}
     finally:
         process.send_signal(signal.SIGTERM)
@@ -91,16 +91,16 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="bench-shadow-") as scratch:
         workdir = Path(scratch)
-        folder = _train(options.bundles or workdir / "bundles")
-        candidate, candidate_port = _start_server(
-            [str(BIN / "batcomputer-server")], folder, _mkdir(workdir / "candidate"), {}
+        folder = train(options.bundles or workdir / "bundles")
+        candidate, candidate_port = start_server(
+            [str(BIN / "batcomputer-server")], folder, _mkdir(workdir / "candidate")
         )
         silent, silent_url = _silent_listener()
         try:
             runs = {
                 "no shadow": [],
                 "live candidate": ["--shadow-url", f"http://127.0.0.1:{candidate_port}"],
-                "refusing port": ["--shadow-url", f"http://127.0.0.1:{_free_port()}"],
+                "refusing port": ["--shadow-url", f"http://127.0.0.1:{free_port()}"],
                 "silent socket": ["--shadow-url", silent_url, "--shadow-timeout", "1"],
             }
             results = {
