@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +66,27 @@ class AzuriteService:
         for path in sorted(folder.iterdir()):
             if path.is_file():
                 client.upload_blob(f"{prefix}/{path.name}", path.read_bytes(), overwrite=True)
+
+
+def credentials_environment(**credentials: str) -> dict[str, str]:
+    """This process's environment with only ``credentials`` as AZURE_STORAGE_* variables, so
+    a command under test sees exactly the credentials the test means it to."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_STORAGE_")}
+    return {**environ, **credentials}
+
+
+def run_console_script(
+    command: str, *args: str, **credentials: str
+) -> subprocess.CompletedProcess[str]:
+    """This venv's console script ``command`` run to completion with only ``credentials``."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / command), *args],
+        env=credentials_environment(**credentials),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,14 +15,10 @@ from azure.storage.blob import BlobServiceClient
 from batcomputer_bundle import bundle
 from batcomputer_bundle.blob_uri import EMULATOR_ACCOUNT_KEY
 from batcomputer_dev.azurite import connection_string, free_port, start_azurite, stop_azurite
+from batcomputer_dev.pytest_azurite import credentials_environment
 
 FETCH = str(Path(sys.executable).parent / "batcomputer-fetch")
 VERSION_PREFIX = "titanic/1.0.0"
-
-
-def _environment(**credentials: str) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_STORAGE_")}
-    return {**environ, **credentials}
 
 
 def _fetch(
@@ -32,7 +27,7 @@ def _fetch(
     log = dest.parent / f"{dest.name}.termination-log"
     result = subprocess.run(
         [FETCH, "--source", source, "--dest", str(dest), "--termination-log", str(log), *extra],
-        env=_environment(**credentials),
+        env=credentials_environment(**credentials),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -261,7 +256,7 @@ def test_storage_down_then_up_within_the_retry_window_succeeds(titanic, tmp_path
     started = time.monotonic()
     fetcher = subprocess.Popen(
         command,
-        env=_environment(AZURE_STORAGE_CONNECTION_STRING=credentials),
+        env=credentials_environment(AZURE_STORAGE_CONNECTION_STRING=credentials),
         stderr=subprocess.PIPE,
         text=True,
     )

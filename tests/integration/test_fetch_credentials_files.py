@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from batcomputer_bundle import bundle
+from batcomputer_dev.pytest_azurite import credentials_environment
 
 FETCH = str(Path(sys.executable).parent / "batcomputer-fetch")
 PREFIX = "titanic/1.0.0"
@@ -31,13 +31,12 @@ def _fetch(source: str, tmp_path: Path, files: dict[str, str], **environ: str):
     for name, value in files.items():
         (credentials / name).write_text(value)
     log = tmp_path / "termination-log"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_STORAGE_")}
     result = subprocess.run(
         [
             *(FETCH, "--source", source, "--dest", str(tmp_path / "bundle")),
             *("--credentials-dir", str(credentials), "--termination-log", str(log)),
         ],
-        env={**clean, **environ},
+        env=credentials_environment(**environ),
         capture_output=True,
         text=True,
         timeout=120,

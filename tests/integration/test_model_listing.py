@@ -4,39 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from batcomputer_bundle import bundle
-
-BIN = Path(sys.executable).parent
-
-
-def _run(command: str, *args: str, **credentials: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_STORAGE_")}
-    return subprocess.run(
-        [str(BIN / command), *args],
-        env={**environ, **credentials},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+from batcomputer_dev.pytest_azurite import run_console_script
 
 
 def _models(azurite, *args: str) -> subprocess.CompletedProcess[str]:
-    return _run(
+    return run_console_script(
         "batcomputer-models", *args, AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string
     )
 
 
 def _publish(azurite, folder: Path, to: str) -> None:
-    result = _run(
+    result = run_console_script(
         "batcomputer-publish",
         str(folder),
         "--to",
@@ -168,7 +153,9 @@ def test_a_missing_container_or_refused_credentials_is_one_clear_line(azurite, p
     assert "Traceback" not in missing.stderr
 
     write_only = azurite.sas_token(container, permission="w")
-    refused = _run("batcomputer-models", "list", f"{azurite.folder_uri(container)}?{write_only}")
+    refused = run_console_script(
+        "batcomputer-models", "list", f"{azurite.folder_uri(container)}?{write_only}"
+    )
     assert refused.returncode == 1
     assert "authentication failed" in refused.stderr
     assert write_only.split("sig=")[1] not in refused.stderr

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from batcomputer_bundle import bundle
+from batcomputer_dev.pytest_azurite import run_console_script
 from batcomputer_dev.pytest_bundles import train_bundle
 
-BIN = Path(sys.executable).parent
 CONFIGS = Path(__file__).parents[2] / "training" / "batcomputer_training" / "configs"
 
 
-def _run(command: str, *args: str, **credentials: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_STORAGE_")}
-    return subprocess.run(
-        [str(BIN / command), *args],
-        env={**environ, **credentials},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def _publish(azurite, folder: Path, to: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return _run(
+    return run_console_script(
         "batcomputer-publish",
         str(folder),
         "--to",
@@ -83,7 +69,7 @@ def test_publish_uploads_under_model_and_version_and_prints_a_fetchable_batmodel
     # What the init container will do with exactly this manifest.
     pins = ["--digest", source["digest"]]
     dest = tmp_path / "fetched"
-    fetched = _run(
+    fetched = run_console_script(
         "batcomputer-fetch",
         "--source",
         source["uri"],
@@ -191,12 +177,12 @@ def test_container_sas_publishes_only_with_write_permission(azurite, trained_bun
     read_only, writable = (azurite.sas_token(container, permission=p) for p in ("rl", "racwl"))
     bundle_folder = str(trained_bundles.titanic)
     to = azurite.folder_uri(container)
-    refused = _run("batcomputer-publish", bundle_folder, "--to", f"{to}?{read_only}")
+    refused = run_console_script("batcomputer-publish", bundle_folder, "--to", f"{to}?{read_only}")
     assert refused.returncode == 1
     assert "authentication failed: AuthorizationPermissionMismatch" in refused.stderr
     assert read_only.split("sig=")[1] not in refused.stderr
 
-    published = _run("batcomputer-publish", bundle_folder, "--to", f"{to}?{writable}")
+    published = run_console_script("batcomputer-publish", bundle_folder, "--to", f"{to}?{writable}")
     assert published.returncode == 0, published.stderr
     # The printed manifest never carries the SAS: credentials belong in a Secret.
     assert yaml.safe_load(published.stdout)["spec"]["source"]["uri"] == f"{to}/titanic/1.0.0"
