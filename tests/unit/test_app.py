@@ -5,6 +5,7 @@ import json
 import logging
 
 import pytest
+from _json_errors import assert_json_error
 from _server_bundles import FLAGS, write_bundle
 
 from batcomputer_server.app import create_app
@@ -33,18 +34,6 @@ def _post(client, body, path="/api/predict", content_type="application/json"):
     return client.post(
         path, data=data, content_type=content_type, environ_overrides={"CONTENT_LENGTH": length}
     )
-
-
-def _assert_error(response, status, field=None, allowed=None):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert set(body) >= {"error", "field", "allowed"}
-    assert body["error"]
-    assert body["field"] == field
-    if allowed is not None:
-        assert body["allowed"] == allowed
-    return body
 
 
 def test_a_single_prediction_is_an_object_of_flag_probabilities(client):
@@ -102,8 +91,8 @@ def test_a_chunked_body_without_content_length_is_scored_too(client):
     ],
 )
 def test_bad_inputs_get_400_naming_the_field_and_what_it_allows(client, body, field, allowed):
-    _assert_error(_post(client, body), 400, field, allowed)
-    batch = _assert_error(_post(client, [PASSENGER, body]), 400, field, allowed)
+    assert_json_error(_post(client, body), 400, field, allowed)
+    batch = assert_json_error(_post(client, [PASSENGER, body]), 400, field, allowed)
     assert batch["row"] == 1
 
 
@@ -113,12 +102,12 @@ def test_bad_inputs_get_400_naming_the_field_and_what_it_allows(client, body, fi
     ids=["truncated", "empty", "open-array", "nan", "infinity", "not-utf8", "deep"],
 )
 def test_malformed_json_is_a_400(client, body):
-    _assert_error(_post(client, body), 400)
+    assert_json_error(_post(client, body), 400)
 
 
 def test_a_post_without_content_length_or_chunked_body_is_a_411(client):
     response = client.post("/api/predict", environ_overrides={"CONTENT_TYPE": "application/json"})
-    _assert_error(response, 411)
+    assert_json_error(response, 411)
 
 
 @pytest.mark.parametrize(
@@ -126,33 +115,33 @@ def test_a_post_without_content_length_or_chunked_body_is_a_411(client):
     [("[]", None), ("3", None), ('"text"', None), ("null", None), ("[1]", None)],
 )
 def test_bodies_that_are_not_input_objects_are_a_400(client, body, field):
-    _assert_error(_post(client, body), 400, field=field)
+    assert_json_error(_post(client, body), 400, field=field)
 
 
 def test_a_batch_row_that_is_not_an_object_is_named_by_index(client):
-    body = _assert_error(_post(client, [PASSENGER, 7]), 400)
+    body = assert_json_error(_post(client, [PASSENGER, 7]), 400)
     assert body["row"] == 1
 
 
 def test_an_empty_batch_is_refused(client):
-    body = _assert_error(_post(client, []), 400)
+    body = assert_json_error(_post(client, []), 400)
     assert "non-empty" in body["error"]
 
 
 def test_a_batch_over_the_row_limit_is_a_413(client):
-    body = _assert_error(_post(client, [PASSENGER] * 11), 413)
+    body = assert_json_error(_post(client, [PASSENGER] * 11), 413)
     assert body["allowed"] == {"minimum": 1, "maximum": 10}
 
 
 def test_a_body_over_the_byte_limit_is_a_413(client):
     huge = json.dumps([PASSENGER] * 80)
     assert len(huge) > 4096
-    _assert_error(_post(client, huge), 413)
+    assert_json_error(_post(client, huge), 413)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
 def test_a_wrong_content_type_is_a_415(client, content_type):
-    _assert_error(_post(client, PASSENGER, content_type=content_type), 415)
+    assert_json_error(_post(client, PASSENGER, content_type=content_type), 415)
 
 
 def test_a_json_content_type_with_charset_is_accepted(client):
@@ -161,9 +150,9 @@ def test_a_json_content_type_with_charset_is_accepted(client):
 
 
 def test_unknown_paths_and_wrong_methods_are_json_404_and_405(client):
-    _assert_error(client.get("/no/such/thing"), 404)
+    assert_json_error(client.get("/no/such/thing"), 404)
     wrong_method = client.get("/api/predict")
-    assert _assert_error(wrong_method, 405)["allowed"] == ["POST"]
+    assert assert_json_error(wrong_method, 405)["allowed"] == ["POST"]
     assert wrong_method.headers["Allow"] == "OPTIONS, POST"  # RFC 9110 §15.5.6
     assert client.delete("/api/info").headers["Allow"] == "GET, HEAD, OPTIONS"
 
@@ -199,7 +188,7 @@ def test_swagger_ui_is_served_with_local_assets_only(client):
     assert "https://" not in page and "http://" not in page
     asset = client.get("/api/docs/assets/swagger-ui-bundle.js")
     assert asset.status_code == 200 and len(asset.data) > 100_000
-    _assert_error(client.get("/api/docs/assets/../../app.py"), 404)
+    assert_json_error(client.get("/api/docs/assets/../../app.py"), 404)
 
 
 def test_the_batclient_page_needs_no_external_assets(client):
@@ -253,9 +242,9 @@ def test_an_unready_server_stays_up_and_explains_why():
     )
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
-    body = _assert_error(client.get("/readyz"), 503)
+    body = assert_json_error(client.get("/readyz"), 503)
     assert "sha256 mismatch for model.pkl" in body["error"]
-    _assert_error(_post(client, PASSENGER), 503)
+    assert_json_error(_post(client, PASSENGER), 503)
     info = client.get("/api/info").get_json()
     assert info["status"] == "unready" and "sha256 mismatch" in info["error"]
     assert "batcomputer_ready 0.0" in client.get("/metrics").get_data(as_text=True)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from _json_errors import assert_json_error
 from _server_bundles import FLAGS, LOOKUP, training_data, write_bundle
 
 from batcomputer_bundle import bundle, reference
@@ -81,17 +82,6 @@ def _infer(client, body, path="/v2/models/titanic/infer", **headers):
     return client.post(path, data=data, content_type="application/json", headers=headers)
 
 
-def _assert_error(response, status, field=None, allowed=None):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["error"]
-    assert body["field"] == field
-    if allowed is not None:
-        assert body["allowed"] == allowed
-    return body
-
-
 def test_server_health_and_metadata(client):
     assert client.get("/v2/health/live").get_json() == {"live": True}
     ready = client.get("/v2/health/ready")
@@ -133,12 +123,12 @@ def test_model_metadata_names_every_input_and_flag_as_a_tensor(client):
     ],
 )
 def test_another_model_or_version_is_a_404_naming_the_served_one(client, path, field, allowed):
-    body = _assert_error(client.get(path), 404, field, allowed)
+    body = assert_json_error(client.get(path), 404, field, allowed)
     assert "this server serves" in body["error"]
     inferred = _infer(
         client, {"inputs": _tensors(PASSENGERS)}, path.removesuffix("/ready") + "/infer"
     )
-    _assert_error(inferred, 404, field, allowed)
+    assert_json_error(inferred, 404, field, allowed)
 
 
 def test_infer_answers_one_fp64_tensor_per_flag_like_the_friendly_api(client, predictor):
@@ -192,7 +182,7 @@ def test_the_protocols_published_example_request_is_refused_naming_the_inputs(cl
         ],
         "outputs": [{"name": "output0"}],
     }
-    body = _assert_error(_infer(client, example), 400, "input0", INPUTS)
+    body = assert_json_error(_infer(client, example), 400, "input0", INPUTS)
     assert "unknown input tensor 'input0'" in body["error"]
 
 
@@ -245,33 +235,33 @@ def _replace(tensor_index, **changes):
 def test_bad_requests_get_400_naming_the_field_and_what_it_allows(
     client, request_body, field, allowed
 ):
-    _assert_error(_infer(client, request_body), 400, field, allowed)
+    assert_json_error(_infer(client, request_body), 400, field, allowed)
 
 
 def test_a_value_error_names_the_row_of_the_batch(client):
-    body = _assert_error(_infer(client, _replace(2, data=[29.0, 400.0])), 400, "age")
+    body = assert_json_error(_infer(client, _replace(2, data=[29.0, 400.0])), 400, "age")
     assert body["row"] == 1
 
 
 @pytest.mark.parametrize("body", ["{", " ", "[1,", b"\xff\xfe", '{"inputs": NaN}'])
 def test_malformed_json_is_a_400(client, body):
-    _assert_error(_infer(client, body), 400)
+    assert_json_error(_infer(client, body), 400)
 
 
 def test_binary_tensor_data_wrong_type_and_large_batches_are_refused(client):
     binary = _infer(
         client, {"inputs": _tensors(PASSENGERS)}, **{"Inference-Header-Content-Length": "10"}
     )
-    assert "binary_data=False" in _assert_error(binary, 400)["error"]
+    assert "binary_data=False" in assert_json_error(binary, 400)["error"]
     wrong_type = client.post("/v2/models/titanic/infer", data="inputs", content_type="text/plain")
-    _assert_error(wrong_type, 415)
+    assert_json_error(wrong_type, 415)
     rows = PASSENGERS * 6  # 12 rows, the limit is 10
-    body = _assert_error(_infer(client, {"inputs": _tensors(rows)}), 413, "sex")
+    body = assert_json_error(_infer(client, {"inputs": _tensors(rows)}), 413, "sex")
     assert body["allowed"] == {"minimum": 1, "maximum": 10}
 
 
 def test_unknown_v2_paths_and_methods_are_json_errors(client):
-    _assert_error(client.get("/v2/repository/index"), 404)
+    assert_json_error(client.get("/v2/repository/index"), 404)
     assert client.get("/v2/models/titanic/infer").status_code == 405
     assert _infer(client, "{}", "/v2/models/titanic").status_code == 405
 
@@ -283,8 +273,8 @@ def test_an_unready_server_is_live_but_not_ready():
     assert ready.status_code == 503
     assert ready.get_json() == {"ready": False}
     for path in ("/v2/models/titanic", "/v2/models/titanic/ready"):
-        assert "bundle.json not found" in _assert_error(client.get(path), 503)["error"]
-    _assert_error(_infer(client, {"inputs": _tensors(PASSENGERS)}), 503)
+        assert "bundle.json not found" in assert_json_error(client.get(path), 503)["error"]
+    assert_json_error(_infer(client, {"inputs": _tensors(PASSENGERS)}), 503)
 
 
 def test_both_apis_feed_the_input_drift_shown_in_info_and_metrics(predictor):
