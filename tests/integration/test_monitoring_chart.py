@@ -32,11 +32,16 @@ ALL_ON = (
 )
 
 
-def _promtool() -> str:
+def _promtool(*args: str, cwd: Path | None = None, timeout: float = 60) -> str:
+    """What ``promtool *args`` printed; the test fails with its complaint unless it accepted."""
     found = shutil.which("promtool")
     if found is None:
         pytest.fail("promtool is missing: devtools/bootstrap.sh installs Debian's prometheus")
-    return found
+    result = subprocess.run(
+        [found, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def _render(helm, *args: str) -> list[dict]:
@@ -106,15 +111,7 @@ def test_extra_labels_reach_the_monitors_and_rules(helm):
 
 
 def test_promtool_accepts_the_rules(rules_file):
-    result = subprocess.run(
-        [_promtool(), "check", "rules", str(rules_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in _promtool("check", "rules", str(rules_file))
 
 
 def test_every_alert_fires_as_documented_in_promtool_unit_tests(rules_file):
@@ -122,15 +119,7 @@ def test_every_alert_fires_as_documented_in_promtool_unit_tests(rules_file):
     tests["rule_files"] = [rules_file.name]
     test_file = rules_file.with_name("rules_test.yaml")
     test_file.write_text(yaml.safe_dump(tests, sort_keys=False))
-    result = subprocess.run(
-        [_promtool(), "test", "rules", test_file.name],
-        cwd=test_file.parent,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    _promtool("test", "rules", test_file.name, cwd=test_file.parent, timeout=120)
     alerts = {
         rule["alert"]
         for group in yaml.safe_load(rules_file.read_text())["groups"]
@@ -198,15 +187,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path):
     }
     path = tmp_path / "dashboard_rules.yaml"
     path.write_text(yaml.safe_dump(rules))
-    result = subprocess.run(
-        [_promtool(), "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(queries)} rules found" in result.stdout
+    assert f"SUCCESS: {len(queries)} rules found" in _promtool("check", "rules", str(path))
 
 
 def test_the_pod_monitors_become_a_scrape_configuration_promtool_accepts(rendered, tmp_path):
@@ -266,11 +247,4 @@ def test_the_pod_monitors_become_a_scrape_configuration_promtool_accepts(rendere
     assert [config["metrics_path"] for config in configs] == ["/metrics", "/metrics"]
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({"scrape_configs": configs}))
-    result = subprocess.run(
-        [_promtool(), "check", "config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    _promtool("check", "config", str(config))
