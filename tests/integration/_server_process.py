@@ -16,6 +16,16 @@ from pathlib import Path
 import httpx
 
 SERVER = Path(sys.executable).with_name("batcomputer-server")
+# A valid /api/predict body for the trained Titanic bundle.
+PASSENGER = {
+    "pclass": "3rd",
+    "sex": "male",
+    "age": 30,
+    "sibsp": 0,
+    "parch": 0,
+    "fare": 8.05,
+    "embarked": "Southampton",
+}
 
 
 @dataclass

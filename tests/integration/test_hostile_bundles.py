@@ -14,19 +14,9 @@ import shutil
 import httpx
 import pytest
 import scipy.stats._continuous_distns
-from _server_process import running_server, wait_until_workers_loaded
+from _server_process import PASSENGER, running_server, wait_until_workers_loaded
 
 from batcomputer_bundle import bundle, safe_pickle
-
-PASSENGER = {
-    "pclass": "3rd",
-    "sex": "male",
-    "age": 30,
-    "sibsp": 0,
-    "parch": 0,
-    "fare": 8.05,
-    "embarked": "Southampton",
-}
 
 
 class _ScipyExec:

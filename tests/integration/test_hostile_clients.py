@@ -24,20 +24,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _server_process import RunningServer, running_server, wait_until_workers_loaded
+from _server_process import PASSENGER, RunningServer, running_server, wait_until_workers_loaded
 
 LIMITS = ("--keepalive", "1", "--header-timeout", "1", "--body-timeout", "1")
 MAX_BODY_BYTES = 4096
 FAST = 2.0  # seconds; a generous bound for "answered at once", not a benchmark
-PASSENGER = {
-    "pclass": "3rd",
-    "sex": "male",
-    "age": 30,
-    "sibsp": 0,
-    "parch": 0,
-    "fare": 8.05,
-    "embarked": "Southampton",
-}
 BODY = json.dumps(PASSENGER).encode()
 PREDICT = (
     b"POST /api/predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"

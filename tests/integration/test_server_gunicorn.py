@@ -6,7 +6,7 @@ import shutil
 
 import httpx
 import pytest
-from _server_process import running_server, wait_until_workers_loaded
+from _server_process import PASSENGER, running_server, wait_until_workers_loaded
 
 from batcomputer_bundle import bundle
 
@@ -21,16 +21,7 @@ def titanic_server(trained_bundles, tmp_path_factory):
 
 
 def _passenger(**changes):
-    return {
-        "pclass": "3rd",
-        "sex": "male",
-        "age": 30,
-        "sibsp": 0,
-        "parch": 0,
-        "fare": 8.05,
-        "embarked": "Southampton",
-        **changes,
-    }
+    return {**PASSENGER, **changes}
 
 
 def test_real_titanic_predictions_single_and_batch(titanic_server):
