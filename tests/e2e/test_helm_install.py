@@ -19,25 +19,26 @@ from batcomputer_dev.kube_testing import TITANIC_PASSENGER, kubectl_json, wait_f
 INSTANCE = "app.kubernetes.io/instance"
 
 
-def _operator_pod(cluster, release) -> dict:
+def _operator_pods(cluster, release) -> list[dict]:
     pods = kubectl_json(
         cluster, "get", "pods", "-n", release.namespace, "-l", f"{INSTANCE}={release.name}"
-    )
-    (pod,) = pods["items"]
-    return pod
+    )["items"]
+    assert pods, "the chart started no operator pod"
+    return pods
 
 
-def test_operator_pod_is_ready_and_runs_hardened(kube_cluster, operator_release):
-    pod = _operator_pod(kube_cluster, operator_release)
-    assert is_true(pod, "Ready")
-    assert pod["spec"]["serviceAccountName"] == operator_release.service_account
-    name, namespace = pod["metadata"]["name"], operator_release.namespace
-    uid = kube_cluster.kubectl("exec", name, "-n", namespace, "--", "id", "-u").strip()
-    assert uid == "10001"
-    write = kube_cluster.kubectl(
-        *("exec", name, "-n", namespace, "--", "sh", "-c", "touch /opt/written 2>&1; echo $?")
-    )
-    assert "Read-only file system" in write
+def test_every_operator_replica_is_ready_and_runs_hardened(kube_cluster, operator_release):
+    namespace = operator_release.namespace
+    for pod in _operator_pods(kube_cluster, operator_release):
+        assert is_true(pod, "Ready")
+        assert pod["spec"]["serviceAccountName"] == operator_release.service_account
+        name = pod["metadata"]["name"]
+        uid = kube_cluster.kubectl("exec", name, "-n", namespace, "--", "id", "-u").strip()
+        assert uid == "10001"
+        write = kube_cluster.kubectl(
+            *("exec", name, "-n", namespace, "--", "sh", "-c", "touch /opt/written 2>&1; echo $?")
+        )
+        assert "Read-only file system" in write
 
 
 def test_install_notes_tell_the_next_commands(operator_release):
@@ -72,13 +73,13 @@ def test_published_model_is_reconciled_to_ready_and_answers(
 
 
 def test_operator_needed_no_permission_it_lacks(kube_cluster, operator_release):
-    logs = kube_cluster.kubectl(
-        "logs", _operator_pod(kube_cluster, operator_release)["metadata"]["name"],
-        "-n", operator_release.namespace,
-    )  # fmt: skip
-    assert "Forbidden" not in logs
-    assert "Not enough permissions" not in logs
-    assert "HTTP 403" not in logs
+    for pod in _operator_pods(kube_cluster, operator_release):
+        logs = kube_cluster.kubectl(
+            "logs", pod["metadata"]["name"], "-n", operator_release.namespace
+        )
+        assert "Forbidden" not in logs
+        assert "Not enough permissions" not in logs
+        assert "HTTP 403" not in logs
 
 
 def test_uninstall_removes_the_operator_and_its_rbac(

@@ -19,6 +19,7 @@ from _e2e_support import CHART, CREDENTIALS_SECRET, batmodel, create, current, g
 from batcomputer_dev.kube_testing import kubectl_json, wait_for
 from batcomputer_dev.prometheus_process import dashboard_queries, running_prometheus
 from batcomputer_dev.prometheus_scrape import pod_targets, scrape_configs
+from batcomputer_operator.naming import MODEL_LABEL
 
 DASHBOARD = CHART / "dashboards" / "batcomputer-models.json"
 
@@ -73,7 +74,13 @@ def test_live_prometheus_scrapes_model_pods_and_answers_every_dashboard_query(
     )
     targets.write_text(json.dumps(pod_targets(pods)))
     configs = [config for monitor in monitors for config in scrape_configs(monitor, str(targets))]
-    model_pod = next(pod for pod in pods if pod["metadata"]["namespace"] == namespace)
+    # Other models of the e2e run may serve in the same namespace.
+    model_pod = next(
+        pod
+        for pod in pods
+        if pod["metadata"]["namespace"] == namespace
+        and pod["metadata"].get("labels", {}).get(MODEL_LABEL) == "titanic"
+    )
     server = f"http://{model_pod['status']['podIP']}:8000"
     operator_ports = {
         port.get("name")
