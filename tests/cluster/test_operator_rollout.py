@@ -7,12 +7,8 @@ through the model's Service ClusterIP, which kube-proxy makes reachable from the
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
 import shutil
-import subprocess
 import sys
 import time
 import urllib.error
@@ -22,9 +18,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _operator_support import children, condition, install_crd, settled
+from _operator_support import (
+    children,
+    condition,
+    create_batmodel,
+    model_namespace,
+    running_operator,
+    settled,
+)
 
-from batcomputer_dev.azurite import free_port
 from batcomputer_dev.kube_testing import (
     TITANIC_PASSENGER,
     call_service,
@@ -34,7 +36,6 @@ from batcomputer_dev.kube_testing import (
     publish,
     wait_for,
 )
-from batcomputer_dev.pytest_azurite import AzuriteService
 from batcomputer_dev.pytest_bundles import train_bundle
 
 BIN = Path(sys.executable).parent
@@ -54,81 +55,17 @@ def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
     return specs
 
 
-@contextlib.contextmanager
-def _model_namespace(cluster, azurite: AzuriteService) -> Iterator[str]:
-    """A fresh namespace holding the blob credentials Secret."""
-    install_crd(cluster)
-    name = f"bc-operator-{secrets.token_hex(3)}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl(
-        *("create", "secret", "generic", SECRET, "-n", name),
-        f"--from-literal=connectionString={azurite.connection_string}",
-    )
-    try:
-        yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@contextlib.contextmanager
-def _running_operator(cluster, namespace: str, log: Path, *flags: str) -> Iterator[None]:
-    """`batcomputer-operator` watching `namespace`, logging to `log`."""
-    port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "batcomputer-operator"),
-                *("--namespace", namespace, "--liveness-port", str(port)),
-                *("--metrics-port", str(free_port()), *flags),
-            ],
-            env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: _alive(port, process), bool, f"operator liveness (log {log})", timeout=60)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(log.read_text()[-20000:])
-
-
 @pytest.fixture(scope="module")
 def namespace(kube_cluster, pod_azurite) -> Iterator[str]:
-    with _model_namespace(kube_cluster, pod_azurite) as name:
+    with model_namespace(kube_cluster, pod_azurite, SECRET) as name:
         yield name
 
 
 @pytest.fixture(scope="module")
 def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterator[None]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with _running_operator(kube_cluster, namespace, log, "--server-image", server_image):
+    with running_operator(kube_cluster, namespace, log, "--server-image", server_image):
         yield
-
-
-def _alive(port: int, process: subprocess.Popen) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(f"operator exited {process.returncode}")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError):
-        return False
-
-
-def _create(cluster, namespace: str, name: str, spec: dict) -> None:
-    manifest = {
-        "apiVersion": "batcomputer.io/v1alpha1",
-        "kind": "BatModel",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-    cluster.kubectl("create", "-f", "-", input_text=yaml.safe_dump(manifest))
 
 
 def _model(cluster, name: str, namespace: str) -> dict | None:
@@ -198,7 +135,7 @@ def _answer(cluster, name: str, namespace: str) -> str | None:
 def _serve(cluster, namespace: str, name: str, spec: dict) -> tuple[dict, float]:
     """Create a BatModel; return it once Ready and answering, and the time to Ready."""
     started = time.monotonic()
-    _create(cluster, namespace, name, spec)
+    create_batmodel(cluster, namespace, name, spec)
     model = _wait(cluster, name, namespace)
     to_ready = time.monotonic() - started
     _ready_and_routed(cluster, name, namespace, spec["version"])
@@ -331,7 +268,7 @@ def test_fixing_a_stalled_version_in_place_never_blames_the_new_pods_for_the_old
     anonymous["source"] = {
         key: value for key, value in anonymous["source"].items() if key != "credentialsSecret"
     }
-    _create(kube_cluster, namespace, name, anonymous)
+    create_batmodel(kube_cluster, namespace, name, anonymous)
     model = _wait(kube_cluster, name, namespace, "Stalled", "AuthenticationFailed", timeout=120)
     assert "no credentials given" in condition(model, "Stalled")["message"]
 
@@ -395,7 +332,7 @@ def test_a_spec_the_api_server_refuses_stalls_with_its_words(
 ):
     name = "refused"
     greedy = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}  # schema-valid, not pod-valid
-    _create(kube_cluster, namespace, name, {**releases["1.0.0"], "resources": greedy})
+    create_batmodel(kube_cluster, namespace, name, {**releases["1.0.0"], "resources": greedy})
     model = _wait(kube_cluster, name, namespace, "Stalled", "Invalid", timeout=60)
     assert "limit" in condition(model, "Stalled")["message"]
     assert children(kube_cluster, "deployments", name, namespace) == []
@@ -431,7 +368,7 @@ def test_a_name_another_controller_owns_is_never_taken_over(
         "spec": {"selector": {"app": "someone-else"}, "ports": [{"port": 80, "protocol": "TCP"}]},
     }
     kube_cluster.kubectl("create", "-f", "-", input_text=yaml.safe_dump(service))
-    _create(kube_cluster, namespace, name, releases["1.0.0"])
+    create_batmodel(kube_cluster, namespace, name, releases["1.0.0"])
     model = _wait(kube_cluster, name, namespace, "Stalled", "NameConflict", timeout=60)
     assert f"Service {name}" in condition(model, "Stalled")["message"]
     assert find(kube_cluster, "service", name, namespace)["spec"]["selector"] == {
@@ -540,10 +477,10 @@ def test_a_server_that_never_gets_ready_stalls_at_the_progress_deadline(
     }
     flags = ("--server-image", server_image, "--progress-deadline-seconds", "20")
     with (
-        _model_namespace(kube_cluster, pod_azurite) as namespace,
-        _running_operator(kube_cluster, namespace, tmp_path / "operator.log", *flags),
+        model_namespace(kube_cluster, pod_azurite, SECRET) as namespace,
+        running_operator(kube_cluster, namespace, tmp_path / "operator.log", *flags),
     ):
-        _create(kube_cluster, namespace, "unready", spec)
+        create_batmodel(kube_cluster, namespace, "unready", spec)
         model = _wait(
             kube_cluster, "unready", namespace, "Stalled", "ProgressDeadlineExceeded", timeout=120
         )
@@ -559,13 +496,13 @@ def test_a_restarted_operator_picks_up_where_the_cluster_is(
     # All rollout state lives in the cluster (Deployments, the Service selector), so an
     # operator that was down while the spec changed simply carries on.
     flags = ("--server-image", server_image)
-    with _model_namespace(kube_cluster, pod_azurite) as namespace:
-        with _running_operator(kube_cluster, namespace, tmp_path / "first.log", *flags):
+    with model_namespace(kube_cluster, pod_azurite, SECRET) as namespace:
+        with running_operator(kube_cluster, namespace, tmp_path / "first.log", *flags):
             _serve(kube_cluster, namespace, "restart", releases["1.0.0"])
         lagging = patch_spec(kube_cluster, "restart", namespace, releases["1.0.1"])
         assert lagging["status"]["observedGeneration"] < lagging["metadata"]["generation"]
         assert _info(kube_cluster, "restart", namespace)["version"] == "1.0.0"
-        with _running_operator(kube_cluster, namespace, tmp_path / "second.log", *flags):
+        with running_operator(kube_cluster, namespace, tmp_path / "second.log", *flags):
             model = _wait(kube_cluster, "restart", namespace)
             assert model["status"]["servingVersion"] == "1.0.1"
             _ready_and_routed(kube_cluster, "restart", namespace, "1.0.1")
