@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from batcomputer_dev.azurite import free_port
-from batcomputer_dev.kube_testing import find, kubectl_json, wait_for
+from batcomputer_dev.kube_testing import find, kubectl_json, publish, wait_for
+from batcomputer_dev.pytest_bundles import train_bundle
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "batmodels.batcomputer.io.yaml"
 OPERATOR = Path(sys.executable).parent / "batcomputer-operator"
@@ -53,6 +54,19 @@ def settled(obj: Mapping[str, Any] | None, kind: str, reason: str | None = None)
         return False
     found = condition(obj, kind)
     return found.get("status") == "True" and reason in (None, found.get("reason"))
+
+
+def titanic_releases(azurite, trained_bundles, workdir: Path, container: str, secret: str):
+    """BatModel specs as `batcomputer-publish` printed them: titanic 1.0.0 and a retrained
+    1.0.1, published to a fresh `container`, read with the credentials Secret `secret`."""
+    blob_container = azurite.make_container(container)
+    retrained = train_bundle("titanic", "1.0.1", workdir)
+    specs = {}
+    for bundle in (trained_bundles.titanic, retrained):
+        spec = publish(azurite, blob_container, bundle)["spec"]
+        spec["source"]["credentialsSecret"] = secret
+        specs[str(spec["version"])] = spec
+    return specs
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from _operator_support import (
     model_namespace,
     running_operator,
     settled,
+    titanic_releases,
     wait_settled,
 )
 
@@ -31,10 +32,8 @@ from batcomputer_dev.kube_testing import (
     find,
     kubectl_json,
     patch_spec,
-    publish,
     wait_for,
 )
-from batcomputer_dev.pytest_bundles import train_bundle
 
 SECRET = "blob-reader"
 CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
@@ -42,14 +41,8 @@ CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 
 @pytest.fixture(scope="module")
 def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
-    container = pod_azurite.make_container("canary")
-    retrained = train_bundle("titanic", "1.0.1", tmp_path_factory.mktemp("retrained"))
-    specs = {}
-    for bundle in (trained_bundles.titanic, retrained):
-        spec = publish(pod_azurite, container, bundle)["spec"]
-        spec["source"]["credentialsSecret"] = SECRET
-        specs[str(spec["version"])] = spec
-    return specs
+    workdir = tmp_path_factory.mktemp("retrained")
+    return titanic_releases(pod_azurite, trained_bundles, workdir, "canary", SECRET)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from _operator_support import (
     model_namespace,
     running_operator,
     settled,
+    titanic_releases,
 )
 
 from batcomputer_dev.kube_testing import (
@@ -33,10 +34,8 @@ from batcomputer_dev.kube_testing import (
     find,
     kubectl_json,
     patch_spec,
-    publish,
     wait_for,
 )
-from batcomputer_dev.pytest_bundles import train_bundle
 
 BIN = Path(sys.executable).parent
 SECRET = "blob-reader"
@@ -44,15 +43,8 @@ SECRET = "blob-reader"
 
 @pytest.fixture(scope="module")
 def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
-    """BatModel specs as `batcomputer-publish` printed them: titanic 1.0.0 and 1.0.1."""
-    container = pod_azurite.make_container("operator")
-    retrained = train_bundle("titanic", "1.0.1", tmp_path_factory.mktemp("retrained"))
-    specs = {}
-    for bundle in (trained_bundles.titanic, retrained):
-        spec = publish(pod_azurite, container, bundle)["spec"]
-        spec["source"]["credentialsSecret"] = SECRET
-        specs[str(spec["version"])] = spec
-    return specs
+    workdir = tmp_path_factory.mktemp("retrained")
+    return titanic_releases(pod_azurite, trained_bundles, workdir, "operator", SECRET)
 
 
 @pytest.fixture(scope="module")
