@@ -1,6 +1,7 @@
 """Traffic rules of a blue/green rollout: completeness, routing, retirement, ready backends."""
 
 import pytest
+from _deployments import deployment_object
 
 from batcomputer_operator.routing import (
     answering_pods,
@@ -13,22 +14,8 @@ from batcomputer_operator.routing import (
 )
 
 
-def _deployment(*, replicas=2, generation=3, observed=3, ready=2, updated=2, total=2, available=2):
-    return {
-        "metadata": {"name": "crime-v1-4-2", "generation": generation},
-        "spec": {"replicas": replicas},
-        "status": {
-            "observedGeneration": observed,
-            "replicas": total,
-            "updatedReplicas": updated,
-            "readyReplicas": ready,
-            "availableReplicas": available,
-        },
-    }
-
-
 def test_rollout_complete_when_every_replica_is_updated_and_ready():
-    assert rollout_complete(_deployment())
+    assert rollout_complete(deployment_object())
 
 
 @pytest.mark.parametrize(
@@ -42,7 +29,7 @@ def test_rollout_complete_when_every_replica_is_updated_and_ready():
     ],
 )
 def test_rollout_not_complete(changes):
-    assert not rollout_complete(_deployment(**changes))
+    assert not rollout_complete(deployment_object(**changes))
     assert not rollout_complete(None)
 
 
@@ -54,7 +41,7 @@ def test_zero_replicas_is_complete_once_observed():
 
 
 def _version(name, version, complete):
-    deployment = _deployment() if complete else _deployment(ready=0, available=0)
+    deployment = deployment_object() if complete else deployment_object(ready=0, available=0)
     deployment["metadata"].update(
         name=name, labels={"batcomputer.io/model": "crime", "batcomputer.io/version": version}
     )

@@ -1,6 +1,7 @@
 """Status rules: when a version counts as rolled out, what counts as failure, kstatus conditions."""
 
 import pytest
+from _deployments import deployment_object
 
 from batcomputer_operator.routing import current_pods
 from batcomputer_operator.status import (
@@ -15,20 +16,6 @@ from batcomputer_operator.status import (
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:05:00Z"
-
-
-def _deployment(*, replicas=2, generation=3, observed=3, ready=2, updated=2, total=2, available=2):
-    return {
-        "metadata": {"name": "crime-v1-4-2", "generation": generation},
-        "spec": {"replicas": replicas},
-        "status": {
-            "observedGeneration": observed,
-            "replicas": total,
-            "updatedReplicas": updated,
-            "readyReplicas": ready,
-            "availableReplicas": available,
-        },
-    }
 
 
 def _pod(name, init=None, server=None):
@@ -132,7 +119,7 @@ def test_image_pull_failure_is_a_failure():
 
 
 def _past_deadline():
-    deployment = _deployment(ready=0)
+    deployment = deployment_object(ready=0)
     deployment["status"]["conditions"] = [
         {
             "type": "Progressing",
@@ -148,7 +135,7 @@ def test_progress_deadline_is_a_failure():
     assert deployment_failure(_past_deadline()) == Failure(
         "ProgressDeadlineExceeded", 'ReplicaSet "x" has timed out progressing.'
     )
-    assert deployment_failure(_deployment()) is None
+    assert deployment_failure(deployment_object()) is None
 
 
 def test_progress_deadline_points_at_a_server_that_never_got_ready():
@@ -165,7 +152,7 @@ def test_progress_deadline_points_at_a_server_that_never_got_ready():
 
 
 def test_replica_failure_is_a_failure():
-    deployment = _deployment(ready=0)
+    deployment = deployment_object(ready=0)
     deployment["status"]["conditions"] = [
         {"type": "ReplicaFailure", "status": "True", "message": 'pods "x" is forbidden: quota'}
     ]
@@ -186,7 +173,7 @@ SELECTOR = {"batcomputer.io/model": "crime", "batcomputer.io/version": "1.4.2"}
 
 
 def _rolling_out(template_hash):
-    deployment = _deployment(ready=0, updated=1, available=0)
+    deployment = deployment_object(ready=0, updated=1, available=0)
     deployment["spec"]["selector"] = {"matchLabels": SELECTOR}
     deployment["spec"]["template"] = {"metadata": {"annotations": {TEMPLATE_HASH: template_hash}}}
     return deployment
