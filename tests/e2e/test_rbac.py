@@ -111,10 +111,12 @@ def test_refused_crd_writes_and_cluster_administration(kube_cluster, operator_re
 
 
 def test_cluster_wide_install_still_has_no_secret_access(helm, kube_cluster):
-    """The default (all namespaces) RBAC, rendered by the chart and applied for real."""
+    """The every-namespace RBAC, rendered by the chart and applied for real."""
     suffix = secrets.token_hex(3)
     release, namespace = f"bc-rbac-{suffix}", f"bc-rbac-{suffix}"
-    rendered = helm("template", release, CHART, "--namespace", namespace).stdout
+    rendered = helm(
+        "template", release, CHART, "--namespace", namespace, "--set", "watchAllNamespaces=true"
+    ).stdout
     rbac = [
         doc
         for doc in yaml.safe_load_all(rendered)

@@ -95,7 +95,13 @@ def test_the_model_pod_monitor_selects_the_operators_pods_on_their_named_port(re
     }
     assert pod["metadata"]["labels"]["batcomputer.io/model"] == "crime"
     assert pod["metadata"]["annotations"]["batcomputer.io/version"] == "1.4.2"
-    assert models["namespaceSelector"] == {"any": True}
+    assert models["namespaceSelector"] == {"matchNames": ["batcomputer-system"]}
+
+
+def test_serving_every_namespace_widens_the_model_pod_monitor(helm):
+    docs = _render(helm, *ALL_ON, "--set", "watchAllNamespaces=true")
+    monitor = next(d for d in _kind(docs, "PodMonitor") if d["metadata"]["name"].endswith("models"))
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
 
 
 def test_watched_namespaces_narrow_the_model_pod_monitor(helm):

@@ -33,6 +33,7 @@ NAMESPACE = "models"
 def _rendered(helm) -> list[dict]:
     result = helm(
         *("template", "batcomputer", CHART, "--namespace", "batcomputer-system"),
+        *("--set-json", f'watchNamespaces=["{NAMESPACE}"]'),
         *("--set", "monitoring.podMonitors.enabled=true"),
         *("--set", "monitoring.prometheusRule.enabled=true"),
         *("--set", "monitoring.interval=1s"),

@@ -66,8 +66,13 @@ def _operator_container(docs: list[dict]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cluster_wide(helm) -> list[dict]:
+def defaults(helm) -> list[dict]:
     return _render(helm)
+
+
+@pytest.fixture(scope="module")
+def cluster_wide(helm) -> list[dict]:
+    return _render(helm, "--set", "watchAllNamespaces=true")
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +82,25 @@ def namespaced(helm) -> list[dict]:
 
 @pytest.mark.parametrize(
     "values",
-    [[], ["--set-json", 'watchNamespaces=["models"]', "--set", "defaultIngressHost=ml.example"]],
-    ids=["defaults", "namespaced"],
+    [
+        [],
+        ["--set-json", 'watchNamespaces=["models"]', "--set", "defaultIngressHost=ml.example"],
+        ["--set", "watchAllNamespaces=true"],
+    ],
+    ids=["defaults", "namespaced", "cluster-wide"],
 )
 def test_chart_passes_strict_lint(helm, values):
     result = helm("lint", "--strict", CHART, *values)
     assert "0 chart(s) failed" in result.stdout
 
 
-def test_default_install_runs_the_published_operator_image(cluster_wide):
-    container = _operator_container(cluster_wide)
+def test_default_install_runs_the_published_operator_image(defaults):
+    container = _operator_container(defaults)
     assert container["image"] == "ghcr.io/batcomputer/batcomputer-operator:0.1.0"
     assert container["imagePullPolicy"] == "IfNotPresent"
     config = load_config([], _environment(container))
     assert config.server_image == "ghcr.io/batcomputer/batcomputer-server:0.1.0"
-    assert config.namespaces == ()
+    assert config.namespaces == (RELEASE_NAMESPACE,)
     assert config.require_pinned_bundles is False  # unpinned models served, marked Pinned=False
 
 
@@ -169,7 +178,31 @@ def test_metrics_are_served_on_a_named_port(cluster_wide):
     assert load_config([], _environment(container)).metrics_port == 8383
 
 
+def test_by_default_only_the_release_namespace_is_served(defaults):
+    workload_roles = [
+        role for role in _by_kind(defaults, "Role") if _grants(role) == _WORKLOAD_GRANTS
+    ]
+    assert [role["metadata"]["namespace"] for role in workload_roles] == [RELEASE_NAMESPACE]
+    (cluster_role,) = _by_kind(defaults, "ClusterRole")
+    assert _grants(cluster_role) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions"): _READ,
+        ("", "namespaces"): _READ,
+    }
+    policies = {
+        (p["metadata"]["namespace"], p["metadata"]["name"])
+        for p in _by_kind(defaults, "NetworkPolicy")
+    }
+    assert (RELEASE_NAMESPACE, "batcomputer-models") in policies
+
+
+def test_serving_every_namespace_takes_no_namespace_list(helm):
+    with pytest.raises(HelmCommandError, match="leave watchNamespaces empty"):
+        _render(helm, "--set", "watchAllNamespaces=true", "--set-json", 'watchNamespaces=["a"]')
+
+
 def test_cluster_wide_rbac_is_exactly_what_the_operator_needs(cluster_wide):
+    config = load_config([], _environment(_operator_container(cluster_wide)))
+    assert config.namespaces == ()
     roles = {role["metadata"]["name"]: role for role in _by_kind(cluster_wide, "ClusterRole")}
     assert _grants(roles["batcomputer-batcomputer-operator"]) == _WORKLOAD_GRANTS
     assert _grants(roles["batcomputer-batcomputer-operator-discovery"]) == {
@@ -210,7 +243,7 @@ def test_namespaced_rbac_grants_nothing_outside_the_watched_namespaces(namespace
     }
 
 
-@pytest.mark.parametrize("render", ["cluster_wide", "namespaced"])
+@pytest.mark.parametrize("render", ["defaults", "cluster_wide", "namespaced"])
 def test_no_rule_touches_secrets_or_uses_wildcards(render, request):
     docs = request.getfixturevalue(render)
     roles = [doc for doc in docs if doc["kind"] in ("Role", "ClusterRole")]
@@ -257,6 +290,7 @@ def test_rendered_crds_are_the_repository_crd(helm):
         (["--set", "defaultIngressHost=Not A Host"], "/defaultIngressHost"),
         (["--set", "watchNamespace=models"], "watchNamespace"),
         (["--set", "requirePinnedBundles=sometimes"], "/requirePinnedBundles"),
+        (["--set", "watchAllNamespaces=yes"], "/watchAllNamespaces"),
     ],
     ids=[
         "pull-policy",
@@ -269,6 +303,7 @@ def test_rendered_crds_are_the_repository_crd(helm):
         "bad-host",
         "misspelt-key",
         "require-pinned-not-boolean",
+        "watch-all-not-boolean",
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(helm, values, field):

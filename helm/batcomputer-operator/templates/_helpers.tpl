@@ -75,3 +75,18 @@ watches. No Secrets: model pods reference the credentials Secret by name only.
   resources: [events]
   verbs: [create, patch]
 {{- end }}
+
+{{/*
+The namespaces the operator serves, as a JSON list: watchNamespaces, else the release
+namespace; empty (every namespace) only with watchAllNamespaces.
+*/}}
+{{- define "batcomputer-operator.watchedNamespaces" -}}
+{{- if .Values.watchAllNamespaces }}
+{{- if .Values.watchNamespaces }}
+{{- fail "watchAllNamespaces serves every namespace: leave watchNamespaces empty" }}
+{{- end }}
+{{- list | toJson }}
+{{- else }}
+{{- .Values.watchNamespaces | default (list .Release.Namespace) | toJson }}
+{{- end }}
+{{- end }}
