@@ -7,6 +7,10 @@ updated and ready; only then does the Service switch, and once its endpoints
 list the new pods the other versions' Deployments go. A version that never
 gets ready never gets traffic.
 
+Canary and Shadow compare the desired version with the one the Service serves before
+it takes over (`_CanaryRun`, `_ShadowRun`); with nothing to compare it with, a first
+rollout goes blue/green.
+
 A plan is executed and decided again on what the API server returned, until a
 plan has nothing left to write; only then does its status count. A Deployment
 the plan writes counts as not rolled out yet, so traffic never moves on the
@@ -18,7 +22,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batcomputer_operator import canary, diff, manifests, naming, pinning, rollout, routing, status
+from batcomputer_operator import (
+    canary,
+    diff,
+    manifests,
+    naming,
+    pinning,
+    rollout,
+    routing,
+    shadow,
+    status,
+)
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.rollout_spec import Strategy
 from batcomputer_operator.spec import BatModelSpec, SpecError, parse_spec
@@ -32,10 +46,11 @@ class Snapshot:
     holds the desired version's Deployment name (maybe a stranger's object);
     `backends`: uids of the pods the Service's endpoints list as ready;
     `refusal`: the API server refused a write and retrying it cannot help;
-    `measured`: what the candidate of a Canary did in its current step, from its pods'
-    metrics (None: not measured); `version_services` and `canary_ingress`: what a
-    Canary behind an NGINX Ingress adds (the model's Services other than the stable one,
-    and the `<model>-canary` Ingress).
+    `measured`: what the candidate of a Canary or Shadow did in its current step, from
+    the pods' metrics (None: not measured); `version_services` and `canary_ingress`: what
+    a Canary behind an NGINX Ingress or a Shadow adds (the model's Services other than
+    the stable one, and the `<model>-canary` Ingress); `shadow_configs`: the model's
+    shadow settings ConfigMaps.
     """
 
     deployments: tuple[Mapping[str, Any], ...] = ()
@@ -48,6 +63,7 @@ class Snapshot:
     measured: rollout.Measurement | None = None
     version_services: tuple[Mapping[str, Any], ...] = ()
     canary_ingress: Mapping[str, Any] | None = None
+    shadow_configs: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,9 +139,10 @@ def decide(model: Mapping[str, Any], snapshot: Snapshot, config: OperatorConfig,
     conflict = _conflict(owner, snapshot.service, snapshot.desired_holder)
     if conflict is not None:
         return _settle(model, observe(conflict), now)
-    if spec.rollout.strategy is Strategy.CANARY:
-        stepped = _canary(model, snapshot, config, observe, deployments, now=now)
-        if stepped is not None:
+    if spec.rollout.strategy is not Strategy.BLUE_GREEN:
+        compared = _compared(model, snapshot, observe, deployments, now=now)
+        if compared is not None:
+            stepped = _analysed(compared, snapshot, config, observe, deployments, now=now)
             return _settle(model, stepped.observed, now, stepped)
     rollout = _roll(snapshot, config, observe, deployments, serving)
     return _settle(model, rollout.observed, now, rollout)
@@ -170,12 +187,12 @@ def _roll(
             0 if snapshot.service is None else len(writes),
             Write("Service", owner.name, service, step),
         )
-    for retired in routing.to_retire(deployments, [desired, target, serving]):
-        name = retired["metadata"]["name"]
-        step = Step("Retired", f"deleted Deployment {name} of version {version_of(retired)}")
-        writes.append(Write("Deployment", name, None, step))
+    retiring = routing.to_retire(deployments, [desired, target, serving])
+    writes.extend(_retired(deployments, [desired, target, serving]))
     writes.extend(_ingress_writes(snapshot, owner, spec, config, version_of(target)))
     writes.extend(_unsplit(snapshot, owner))
+    kept = {version_of(d) for d in deployments} - {version_of(d) for d in retiring}
+    writes.extend(_shadow_settings(snapshot, owner, kept))
     seen = observe(
         status.rollout_failure(desired, snapshot.pods),
         serving=serving,
@@ -334,23 +351,32 @@ def _transitions(previous: Sequence[Mapping[str, Any]], conditions: list[dict]) 
     return tuple(steps)
 
 
-# How often a Canary step's analysis looks at the candidate's metrics: a candidate that
-# fails a threshold is rolled back within one interval.
+# How often a Canary step's or a Shadow's analysis looks at the metrics: a candidate
+# that fails a threshold is rolled back within one interval.
 ANALYSIS_INTERVAL_SECONDS = 5.0
 
 
-def _canary(
+@dataclass(frozen=True)
+class _Compared:
+    """A rollout of the spec's version against `serving`, the version the Service serves."""
+
+    serving: Mapping[str, Any]
+    serving_version: str
+    progress: rollout.Progress
+    recorded: Mapping[str, Any] | None  # status.rollout of this very rollout, if any
+
+
+def _compared(
     model: Mapping[str, Any],
     snapshot: Snapshot,
-    config: OperatorConfig,
     observe: "_Observer",
     deployments: list[Mapping[str, Any]],
     *,
     now: str,
-) -> _Rollout | None:
-    """A Canary of the spec's version against the version the Service serves; None when
-    there is none to compare it with (a first rollout, or once the candidate serves),
-    which rolls out as blue/green."""
+) -> _Compared | None:
+    """The spec's version against the version the Service serves; None when there is
+    none to compare it with (a first rollout, or once the candidate serves), which rolls
+    out as blue/green."""
     spec = observe.spec
     serving_version = _annotated_version(snapshot.service)
     serving = next((d for d in deployments if version_of(d) == serving_version), None)
@@ -358,18 +384,33 @@ def _canary(
         return None
     recorded = (model.get("status") or {}).get("rollout")
     progress = rollout.recorded_progress(recorded, spec.version)
-    if progress is not None and progress.step >= len(spec.rollout.steps):
-        progress = None  # the steps changed under the rollout: start over
+    steps = len(spec.rollout.steps) if spec.rollout.strategy is Strategy.CANARY else 1
+    if progress is not None and (
+        progress.step >= steps or recorded.get("strategy") != spec.rollout.strategy.value
+    ):
+        progress = None  # the steps or the strategy changed under the rollout: start over
     if progress is None:
-        progress = rollout.Progress(spec.version, 0, now)
-        recorded = None
-    verdict = (recorded or {}).get("verdict")
-    canary_run = _CanaryRun(model, snapshot, config, observe, deployments, serving, serving_version)
-    if verdict == rollout.VERDICTS[rollout.Action.ROLL_BACK]:
-        return canary_run.rolled_back(recorded)
-    if verdict == rollout.VERDICTS[rollout.Action.PROMOTE]:
-        return canary_run.promoting(recorded)
-    return canary_run.analysing(progress, now)
+        return _Compared(serving, serving_version, rollout.Progress(spec.version, 0, now), None)
+    return _Compared(serving, serving_version, progress, recorded)
+
+
+def _analysed(
+    compared: _Compared,
+    snapshot: Snapshot,
+    config: OperatorConfig,
+    observe: "_Observer",
+    deployments: list[Mapping[str, Any]],
+    *,
+    now: str,
+) -> _Rollout:
+    run_of = _ShadowRun if observe.spec.rollout.strategy is Strategy.SHADOW else _CanaryRun
+    run = run_of(snapshot, config, observe, deployments, compared.serving, compared.serving_version)
+    verdict = (compared.recorded or {}).get("verdict")
+    if compared.recorded is not None and verdict == rollout.VERDICTS[rollout.Action.ROLL_BACK]:
+        return run.rolled_back(compared.recorded)
+    if compared.recorded is not None and verdict == rollout.VERDICTS[rollout.Action.PROMOTE]:
+        return run.promoting(compared.recorded)
+    return run.analysing(compared.progress, now)
 
 
 def _annotated_version(service: Mapping[str, Any] | None) -> str | None:
@@ -383,7 +424,6 @@ def _seconds(rfc3339: str) -> float:
 
 @dataclass(frozen=True)
 class _CanaryRun:
-    model: Mapping[str, Any]
     snapshot: Snapshot
     config: OperatorConfig
     observe: "_Observer"
@@ -440,6 +480,7 @@ class _CanaryRun:
             ),
             *self._retired(children.candidate),
             *self._ingress(children, weight),
+            *_shadow_settings(snapshot, owner, {self.serving_version, spec.version}),
         ]
         in_place = not writes and children.widened and ready
         recheck = None
@@ -578,17 +619,173 @@ class _CanaryRun:
             *_changed("Ingress", weighted, snapshot.canary_ingress, Step("IngressSplit", routed)),
         ]
 
-    def _retired(self, keep: Mapping[str, Any]) -> list[Write]:
-        writes = []
-        for retired in routing.to_retire(self.deployments, [self.serving, keep]):
-            name = retired["metadata"]["name"]
-            step = Step("Retired", f"deleted Deployment {name} of version {version_of(retired)}")
-            writes.append(Write("Deployment", name, None, step))
-        return writes
+    def _retired(self, keep: Mapping[str, Any] | None) -> list[Write]:
+        return _retired(self.deployments, [self.serving, keep])
 
 
-def _unsplit(snapshot: Snapshot, owner: manifests.Owner) -> list[Write]:
-    """Deletes of what an Ingress split by weight added, once it is over."""
+@dataclass(frozen=True)
+class _ShadowRun:
+    """The candidate at `spec.replicas` behind its own Service, which only the serving
+    version's copies reach; the stable Service and the Ingress stay on the serving
+    version, untouched (see `shadow`)."""
+
+    snapshot: Snapshot
+    config: OperatorConfig
+    observe: "_Observer"
+    deployments: list[Mapping[str, Any]]
+    serving: Mapping[str, Any]
+    serving_version: str
+
+    def analysing(self, progress: rollout.Progress, now: str) -> _Rollout:
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        live = snapshot.desired_holder
+        failure = status.rollout_failure(live, snapshot.pods)
+        settings = shadow.copying(spec.rollout, owner, spec.version)
+        copies = shadow.settings_of(self._serving_config()) == settings
+        # Copies go to the candidate once every pod of it is ready, so none fails for
+        # want of a pod; one that cannot get ready gets none, and is Stalled for it.
+        copying = failure is None and (routing.rollout_complete(live) or copies)
+        where = f"shadow at {spec.rollout.mirror_percent} %"
+        candidate = manifests.deployment(owner, spec, self.config)
+        writes = [
+            *_changed(
+                "Deployment",
+                candidate,
+                live,
+                Step(
+                    "ShadowCandidate",
+                    f"{where}: {spec.replicas} pods of version {spec.version}, "
+                    "answering copies only",
+                ),
+            ),
+            *self._candidate_service(),
+            *self._stable(Step("Repaired", f"restored Service {owner.name}")),
+            *self._retired(candidate),
+            *_shadow_settings(
+                snapshot,
+                owner,
+                {self.serving_version, spec.version},
+                {self.serving_version: settings} if copying else {},
+            ),
+        ]
+        recheck = None
+        if not writes and copying:
+            elapsed = _seconds(now) - _seconds(progress.step_started)
+            measured = snapshot.measured or rollout.Measurement()
+            decision = rollout.next_action(spec.rollout, 0, elapsed, measured)
+            recheck = min(decision.recheck or ANALYSIS_INTERVAL_SECONDS, ANALYSIS_INTERVAL_SECONDS)
+        else:
+            decision = rollout.Decision(
+                rollout.Action.WAIT,
+                0,
+                f"{where}: waiting for {spec.replicas} pods of version {spec.version} "
+                "to get copies",
+            )
+        found = rollout.rollout_status(spec.rollout, progress, decision)
+        if decision.action is rollout.Action.ROLL_BACK:
+            # As a Canary's: the candidate goes in the pass the recorded verdict brings.
+            return replace(self.rolled_back(found), writes=(), recheck=0.0)
+        if decision.action is rollout.Action.PROMOTE:
+            recheck = 0.0
+        seen = self.observe(failure, serving=self.serving, desired=live)
+        return _Rollout(replace(seen, rollout=found), tuple(writes), recheck)
+
+    def promoting(self, recorded: Mapping[str, Any]) -> _Rollout:
+        """Copying stops and the Service switches to the candidate, already at every
+        replica; once it serves, blue/green retires the serving version and the
+        candidate's own Service."""
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        live = snapshot.desired_holder
+        candidate = manifests.deployment(owner, spec, self.config)
+        complete = routing.rollout_complete(live) and not diff.differs(candidate, live)
+        writes = [
+            *_shadow_settings(snapshot, owner, {self.serving_version, spec.version}),
+            *_changed(
+                "Deployment",
+                candidate,
+                live,
+                Step("Promoting", f"restored Deployment {candidate['metadata']['name']}"),
+            ),
+            *_changed(
+                "Service",
+                manifests.service(owner, spec.version if complete else self.serving_version),
+                snapshot.service,
+                Step(
+                    "Promoted",
+                    f"Service {owner.name} switched from version {self.serving_version} "
+                    f"to {spec.version} after its shadow analysis",
+                ),
+            ),
+            *_ingress_writes(snapshot, owner, spec, self.config, self.serving_version),
+        ]
+        seen = self.observe(
+            status.rollout_failure(live, snapshot.pods), serving=self.serving, desired=live
+        )
+        return _Rollout(replace(seen, rollout=dict(recorded)), tuple(writes))
+
+    def rolled_back(self, recorded: Mapping[str, Any]) -> _Rollout:
+        """Copying stops, the candidate and its Service go; the serving version, which
+        alone answered throughout, carries on. Stalled until the spec names another
+        version."""
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        writes = [
+            *_shadow_settings(snapshot, owner, {self.serving_version}),
+            *self._stable(
+                Step("RolledBack", f"Service {owner.name} routes to version {self.serving_version}")
+            ),
+            *_unsplit(snapshot, owner),
+            *self._retired(None),
+        ]
+        message = f"version {spec.version} rolled back: {recorded.get('message', '')}"
+        failure = status.Failure(rollout.ANALYSIS_FAILED, message)
+        seen = self.observe(failure, serving=self.serving)
+        return _Rollout(replace(seen, rollout=dict(recorded)), tuple(writes))
+
+    def _serving_config(self) -> Mapping[str, Any] | None:
+        name = naming.shadow_config_name(self.serving["metadata"]["name"])
+        return next(
+            (c for c in self.snapshot.shadow_configs if c["metadata"]["name"] == name), None
+        )
+
+    def _candidate_service(self) -> list[Write]:
+        """The candidate's own Service, where the copies go; whatever other version
+        Services a Canary left go."""
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        service = canary.version_service(owner, spec.version)
+        name = service["metadata"]["name"]
+        live = next((s for s in snapshot.version_services if s["metadata"]["name"] == name), None)
+        step = Step("VersionService", f"Service {name} for the copies to version {spec.version}")
+        return [*_changed("Service", service, live, step), *_unsplit(snapshot, owner, keep=name)]
+
+    def _stable(self, step: Step) -> list[Write]:
+        """The stable Service and the Ingress on the serving version alone."""
+        owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
+        return [
+            *_changed(
+                "Service", manifests.service(owner, self.serving_version), snapshot.service, step
+            ),
+            *_ingress_writes(snapshot, owner, spec, self.config, self.serving_version),
+        ]
+
+    def _retired(self, keep: Mapping[str, Any] | None) -> list[Write]:
+        return _retired(self.deployments, [self.serving, keep])
+
+
+def _retired(
+    deployments: Sequence[Mapping[str, Any]], keep: Sequence[Mapping[str, Any] | None]
+) -> list[Write]:
+    """Deletes of every version's Deployment but those in `keep`."""
+    writes = []
+    for retired in routing.to_retire(deployments, keep):
+        name = retired["metadata"]["name"]
+        step = Step("Retired", f"deleted Deployment {name} of version {version_of(retired)}")
+        writes.append(Write("Deployment", name, None, step))
+    return writes
+
+
+def _unsplit(snapshot: Snapshot, owner: manifests.Owner, keep: str | None = None) -> list[Write]:
+    """Deletes of what an Ingress split by weight or a Shadow added, once it is over;
+    `keep`: the name of a version's Service still wanted."""
     writes = []
     if snapshot.canary_ingress is not None and owned(snapshot.canary_ingress, owner):
         name = snapshot.canary_ingress["metadata"]["name"]
@@ -596,10 +793,35 @@ def _unsplit(snapshot: Snapshot, owner: manifests.Owner) -> list[Write]:
             Write("Ingress", name, None, Step("IngressDeleted", f"deleted Ingress {name}"))
         )
     for service in snapshot.version_services:
-        if owned(service, owner):
+        if owned(service, owner) and service["metadata"]["name"] != keep:
             name = service["metadata"]["name"]
             step = Step("ServiceDeleted", f"deleted Service {name}")
             writes.append(Write("Service", name, None, step))
+    return writes
+
+
+def _shadow_settings(
+    snapshot: Snapshot,
+    owner: manifests.Owner,
+    kept: set[str],
+    copying: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Write]:
+    """The writes of the shadow settings ConfigMaps: `copying` (version → settings) for
+    the serving version under a Shadow, `{}` for the other `kept` versions that have one,
+    none for a version whose Deployment goes."""
+    writes = []
+    for change in shadow.changes(owner, snapshot.shadow_configs, kept, copying or {}):
+        if change.manifest is None:
+            step = Step("ConfigMapDeleted", f"deleted ConfigMap {change.name}")
+        elif change.settings:
+            step = Step(
+                "ShadowCopying",
+                f"version {change.version} copies {change.settings['percent']} % of its "
+                f"predictions to {change.settings['url']}",
+            )
+        else:
+            step = Step("ShadowStopped", f"version {change.version} copies no predictions")
+        writes.append(Write("ConfigMap", change.name, change.manifest, step))
     return writes
 
 

@@ -34,7 +34,7 @@ from batcomputer_operator.naming import MANAGED_BY
 from batcomputer_operator.watches import Reflector, Source
 
 _MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
-_CHILD_KINDS = ("Deployment", "Service", "Ingress", "Pod", "EndpointSlice")
+_CHILD_KINDS = ("Deployment", "Service", "Ingress", "ConfigMap", "Pod", "EndpointSlice")
 _BATMODEL_API = "batcomputer.io/v1alpha1"
 _DEBOUNCE_SECONDS = 0.3
 # After a pass that wrote children: the next one, unless a watch event comes first.

@@ -22,6 +22,7 @@ _RESOURCES = {
     "Deployment": ("apps/v1", "deployments"),
     "Service": ("v1", "services"),
     "Ingress": ("networking.k8s.io/v1", "ingresses"),
+    "ConfigMap": ("v1", "configmaps"),
     "Pod": ("v1", "pods"),
     "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices"),
     "BatModel": ("batcomputer.io/v1alpha1", "batmodels"),

@@ -20,6 +20,7 @@ from batcomputer_operator.naming import (
     child_labels,
     deployment_name,
     selector_labels,
+    shadow_config_name,
 )
 from batcomputer_operator.spec import BatModelSpec
 
@@ -30,6 +31,12 @@ BUNDLE_VOLUME = "/bundle"
 # The fetcher assembles the bundle next to this folder, on the same volume, and renames it
 # into place: the pod's root filesystem is read-only, and a mount point cannot be renamed.
 BUNDLE_DIR = f"{BUNDLE_VOLUME}/verified"
+# Where the server looks for its shadow settings (`--shadow-config`): a file of the
+# version's own ConfigMap, which the operator writes only while this version serves
+# and a Shadow rollout analyses a candidate. The ConfigMap is optional: without it the
+# folder is empty and the server copies nothing.
+SHADOW_DIR = "/etc/batcomputer/shadow"
+SHADOW_FILE = "settings.json"
 RUN_AS = 10001
 DRAIN_SECONDS = 5
 
@@ -130,7 +137,10 @@ def _server_container(spec: BatModelSpec, image: str) -> dict:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["batcomputer-server"],
-        "args": ["--bundle", BUNDLE_DIR, "--port", str(SERVER_PORT)],
+        "args": [
+            *("--bundle", BUNDLE_DIR, "--port", str(SERVER_PORT)),
+            *("--shadow-config", f"{SHADOW_DIR}/{SHADOW_FILE}"),
+        ],
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "http"},
@@ -149,6 +159,7 @@ def _server_container(spec: BatModelSpec, image: str) -> dict:
         "volumeMounts": [
             {"name": "bundle", "mountPath": BUNDLE_VOLUME, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "shadow", "mountPath": SHADOW_DIR, "readOnly": True},
         ],
         "env": [],
         "resources": _resources(spec.resources, DEFAULT_SERVER_RESOURCES),
@@ -187,14 +198,16 @@ def deployment(owner: Owner, spec: BatModelSpec, config: OperatorConfig) -> dict
                         "labels": child_labels(owner.name, spec.version),
                         "annotations": version_annotation,
                     },
-                    "spec": _pod_spec(spec, image),
+                    "spec": _pod_spec(
+                        spec, image, shadow_config_name(deployment_name(owner.name, spec.version))
+                    ),
                 }
             ),
         },
     }
 
 
-def _pod_spec(spec: BatModelSpec, image: str) -> dict:
+def _pod_spec(spec: BatModelSpec, image: str, shadow_config: str) -> dict:
     return {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -210,6 +223,7 @@ def _pod_spec(spec: BatModelSpec, image: str) -> dict:
         "volumes": [
             {"name": "bundle", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
+            {"name": "shadow", "configMap": {"name": shadow_config, "optional": True}},
             *_credentials_volume(spec),
         ],
     }
@@ -240,6 +254,18 @@ def _stamped(template: dict) -> dict:
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     annotations = {**template["metadata"]["annotations"], TEMPLATE_HASH_ANNOTATION: digest}
     return {**template, "metadata": {**template["metadata"], "annotations": annotations}}
+
+
+def shadow_config(owner: Owner, version: str, settings: Mapping[str, Any]) -> dict:
+    """The ConfigMap of `version`'s shadow settings file (`rollout.shadow_settings`), which
+    its pods mount: `{}` copies nothing."""
+    name = shadow_config_name(deployment_name(owner.name, version))
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, name, version, {VERSION_ANNOTATION: version}),
+        "data": {SHADOW_FILE: json.dumps(dict(settings), sort_keys=True)},
+    }
 
 
 def service(owner: Owner, serving_version: str) -> dict:

@@ -48,6 +48,12 @@ def deployment_name(model: str, version: str) -> str:
     return f"{name[: MAX_NAME - len(suffix)].rstrip('-')}{suffix}"
 
 
+def shadow_config_name(deployment: str) -> str:
+    """The ConfigMap of one version's shadow settings, named after its Deployment (a
+    ConfigMap name may be longer than a DNS label)."""
+    return f"{deployment}-shadow"
+
+
 def selector_labels(model: str, version: str) -> dict[str, str]:
     return {MODEL_LABEL: model, VERSION_LABEL: version_label(version)}
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batcomputer_operator import analysis, naming, routing, status
+from batcomputer_operator import analysis, naming, rollout, routing, status
 from batcomputer_operator.cache import Cache
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.decide import Plan, Snapshot, Step, Write, decide
@@ -41,44 +41,56 @@ class Outcome:
 
 
 _log = logging.getLogger("batcomputer_operator")
-# Each Canary's first scrape of every candidate pod in the current step, for the
+# Each analysis' first scrape of every pod it measures in the current step, for the
 # operator's lifetime (like the cache): a restart only makes a step wait longer.
 _BASELINES = analysis.Baselines()
 
 
 def measured(model: Mapping[str, Any], seen: Snapshot) -> Measurement | None:
-    """What the candidate of `model`'s Canary did in its step so far, from the metrics of
-    its pods that take traffic; None when it is not a Canary or none does."""
+    """What the candidate of `model`'s rollout did in its step so far: a Canary's from
+    the metrics of its own pods that take traffic, a Shadow's from those of the serving
+    version's pods, which send it copies and compare its answers. None when there is no
+    such rollout or no pod to measure."""
     try:
-        canary = parse_spec(model.get("spec") or {}).rollout.strategy is Strategy.CANARY
+        spec = parse_spec(model.get("spec") or {})
     except SpecError:
-        canary = False
+        spec = None
     metadata = model["metadata"]
     key = f"{metadata['namespace']}/{metadata['name']}"
-    if not canary:
+    progress = (model.get("status") or {}).get("rollout") or {}
+    if spec is not None and spec.rollout.strategy is Strategy.CANARY:
+        measure, measured_pods = analysis.canary_measurement, seen.desired_holder
+    elif (
+        spec is not None
+        and spec.rollout.strategy is Strategy.SHADOW
+        and progress.get("candidateVersion") == spec.version
+        and progress.get("verdict") == rollout.VERDICTS[rollout.Action.WAIT]
+    ):
+        serving = routing.serving_deployment(seen.backends, seen.pods, list(seen.deployments))
+        measure, measured_pods = analysis.shadow_measurement, serving
+    else:
         _BASELINES.forget(key)
         return None
     scrapes = {}
-    for pod in routing.pods_of(seen.desired_holder, seen.pods):
+    for pod in routing.pods_of(measured_pods, seen.pods):
         uid, ip = pod["metadata"].get("uid"), routing.field(pod, "status", "podIP")
         if uid not in seen.backends or not ip:
             continue
         try:
             scrapes[uid] = scrape(ip)
         except ScrapeError as error:
-            _log.warning("%s: candidate pod not measured: %s", key, error)
+            _log.warning("%s: pod not measured: %s", key, error)
     if not scrapes:
         return None
-    progress = (model.get("status") or {}).get("rollout") or {}
     step = (
         progress.get("candidateVersion"),
         progress.get("stepIndex"),
         progress.get("stepStartedAt"),
     )
     try:
-        return analysis.canary_measurement(_BASELINES.measure(key, step, scrapes))
+        return measure(_BASELINES.measure(key, step, scrapes))
     except analysis.MetricsError as error:
-        _log.warning("%s: candidate metrics unreadable: %s", key, error)
+        _log.warning("%s: metrics unreadable: %s", key, error)
         return None
 
 
@@ -108,6 +120,7 @@ def snapshot(cache: Cache, model: Mapping[str, Any]) -> Snapshot:
             if service["metadata"]["name"] != name
         ),
         canary_ingress=cache.get("Ingress", namespace, f"{name}-canary"),
+        shadow_configs=tuple(cache.of_model("ConfigMap", namespace, name)),
     )
 
 

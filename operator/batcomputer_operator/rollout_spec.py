@@ -26,9 +26,6 @@ class Strategy(StrEnum):
     SHADOW = "Shadow"
 
 
-# The strategies this operator carries out; a valid spec asking for another is refused
-# (InvalidSpec), never rolled out some other way.
-OPERATED_STRATEGIES = frozenset({Strategy.BLUE_GREEN, Strategy.CANARY})
 MAX_STEPS = 10
 MAX_DURATION_SECONDS = 24 * 3600
 DEFAULT_PAUSE_SECONDS = 60

@@ -14,12 +14,7 @@ from typing import Any
 import semver
 
 from batcomputer_bundle.names import DIGEST_PATTERN, PICKLE_FILES
-from batcomputer_operator.rollout_spec import (
-    OPERATED_STRATEGIES,
-    RolloutError,
-    RolloutSpec,
-    parse_rollout,
-)
+from batcomputer_operator.rollout_spec import RolloutError, RolloutSpec, parse_rollout
 
 SHA256_FILES = PICKLE_FILES
 MAX_REPLICAS = 100
@@ -144,13 +139,6 @@ def _parse_ingress(ingress: Any) -> IngressSpec | None:
 
 def _parse_rollout(raw: Mapping[str, Any]) -> RolloutSpec:
     try:
-        rollout = parse_rollout(raw.get("rollout"), replicas=raw.get("replicas", 1))
+        return parse_rollout(raw.get("rollout"), replicas=raw.get("replicas", 1))
     except RolloutError as error:
         raise SpecError(str(error)) from None
-    if rollout.strategy not in OPERATED_STRATEGIES:
-        operated = ", ".join(sorted(OPERATED_STRATEGIES))
-        raise SpecError(
-            f"spec.rollout.strategy: {rollout.strategy} is a valid rollout, but this operator "
-            f"carries out {operated} only; nothing is deployed for it"
-        )
-    return rollout

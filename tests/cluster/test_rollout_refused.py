@@ -1,5 +1,6 @@
-"""On a real cluster, the operator refuses a Shadow BatModel it does not carry out:
-Stalled with reason InvalidSpec and a Warning Event saying so, no Deployment, no Service."""
+"""On a real cluster, the operator refuses a rollout the CRD schema admits but that cannot
+run as written (a Canary of 1 replica has no share between 0 and 100 %): Stalled with
+reason InvalidSpec and a Warning Event saying so, no Deployment, no Service."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from _operator_support import (
 from batcomputer_dev.kube_testing import kubectl_json
 
 
-def test_a_shadow_batmodel_is_refused_not_rolled_out_blue_green(kube_cluster, tmp_path):
+def test_a_rollout_that_cannot_run_is_refused_not_rolled_out_blue_green(kube_cluster, tmp_path):
     install_crd(kube_cluster)
     namespace = f"bc-rollout-refused-{secrets.token_hex(3)}"
     kube_cluster.kubectl("create", "namespace", namespace)
@@ -30,8 +31,8 @@ def test_a_shadow_batmodel_is_refused_not_rolled_out_blue_green(kube_cluster, tm
                 {
                     "version": "1.0.0",
                     "source": {"uri": "http://10.244.0.1:10000/devstoreaccount1/m/crime/1.0.0"},
-                    "replicas": 2,
-                    "rollout": {"strategy": "Shadow", "mirrorPercent": 50},
+                    "replicas": 1,
+                    "rollout": {"strategy": "Canary", "steps": [{"weight": 50}]},
                 },
             )
             model = wait_settled(kube_cluster, "crime", namespace, "Stalled", "InvalidSpec")
@@ -42,7 +43,7 @@ def test_a_shadow_batmodel_is_refused_not_rolled_out_blue_green(kube_cluster, tm
             )["items"]
         stalled = condition(model, "Stalled")
         assert (
-            "Shadow is a valid rollout, but this operator carries out BlueGreen, Canary only"
+            "Canary splits traffic by pods and needs spec.replicas of at least 2"
             in (stalled["message"])
         )
         assert condition(model, "Ready")["status"] == "False"

@@ -18,7 +18,7 @@ NEEDED_IN_WATCHED = [
     ("patch", BATMODELS, "status"),
     *[
         (verb, resource, "")
-        for resource in (DEPLOYMENTS, "services", INGRESSES)
+        for resource in (DEPLOYMENTS, "services", INGRESSES, "configmaps")
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ],
     *[
@@ -41,7 +41,6 @@ REFUSED_IN_WATCHED = [
     ],
     *[(verb, "endpoints", "") for verb in ("get", "list", "watch")],
     ("create", "pods", "exec"),
-    ("get", "configmaps", ""),
     ("create", "serviceaccounts", "token"),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""),
 ]

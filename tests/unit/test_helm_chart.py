@@ -23,6 +23,7 @@ _WORKLOAD_GRANTS = {
     ("networking.k8s.io", "ingresses"): {
         *("get", "list", "watch", "create", "update", "patch", "delete"),
     },
+    ("", "configmaps"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
     ("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},

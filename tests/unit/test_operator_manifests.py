@@ -90,7 +90,11 @@ def test_pods_are_hardened():
         assert container["imagePullPolicy"] == "IfNotPresent"
         assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
         assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-    assert pod["volumes"] == [{"name": "bundle", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    assert pod["volumes"] == [
+        {"name": "bundle", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "shadow", "configMap": {"name": "crime-v1-4-2-shadow", "optional": True}},
+    ]
 
 
 def test_fetch_runs_first_with_the_bundle_digest_and_pinned_file_digests():
@@ -150,7 +154,10 @@ def test_fetch_reads_credentials_from_the_secret_mounted_as_read_only_files():
 def test_server_serves_the_fetched_bundle_with_probes():
     _, server = _containers(deployment(OWNER, _spec(), CONFIG))
     assert server["command"] == ["batcomputer-server"]
-    assert server["args"] == ["--bundle", "/bundle/verified", "--port", "8000"]
+    assert server["args"] == [
+        *("--bundle", "/bundle/verified", "--port", "8000"),
+        *("--shadow-config", "/etc/batcomputer/shadow/settings.json"),
+    ]
     assert server["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert server["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -158,6 +165,21 @@ def test_server_serves_the_fetched_bundle_with_probes():
     assert server["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
     assert {"name": "bundle", "mountPath": "/bundle", "readOnly": True} in server["volumeMounts"]
     assert server["image"] == DEFAULT_SERVER_IMAGE
+
+
+def test_every_version_reads_shadow_settings_from_its_own_optional_config_map():
+    # Named after the version's own Deployment: only the serving version's ConfigMap is
+    # ever written with a URL, so no other version copies, and a missing one copies nothing.
+    manifest = deployment(OWNER, _spec(), CONFIG)
+    _, server = _containers(manifest)
+    volume = next(v for v in _pod(manifest)["volumes"] if v["name"] == "shadow")
+    assert volume["configMap"] == {
+        "name": f"{manifest['metadata']['name']}-shadow",
+        "optional": True,
+    }
+    assert {"name": "shadow", "mountPath": "/etc/batcomputer/shadow", "readOnly": True} in server[
+        "volumeMounts"
+    ]
 
 
 def test_every_container_has_requests_and_a_memory_limit_by_default():

@@ -145,17 +145,15 @@ def test_invalid_rollout_is_refused_naming_the_field(rollout, replicas, message)
     assert message in str(caught.value)
 
 
-def test_a_valid_strategy_the_operator_does_not_carry_out_is_refused():
-    # Never rolled out blue/green instead of what the manifest asks for.
-    rollout = {"strategy": "Shadow"}
-    assert _rollout(rollout).strategy is Strategy.SHADOW
-    with pytest.raises(SpecError, match="is a valid rollout, but this operator carries out"):
-        _spec(rollout)
-
-
-def test_canary_is_carried_out():
-    spec = _spec({"strategy": "Canary", "steps": [{"weight": 10}]}, 2)
-    assert spec.rollout.strategy is Strategy.CANARY
+@pytest.mark.parametrize(
+    ("rollout", "strategy"),
+    [
+        ({"strategy": "Canary", "steps": [{"weight": 10}]}, Strategy.CANARY),
+        ({"strategy": "Shadow", "mirrorPercent": 50}, Strategy.SHADOW),
+    ],
+)
+def test_every_strategy_is_carried_out(rollout, strategy):
+    assert _spec(rollout, 2).rollout.strategy is strategy
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Canary from snapshots: each step's pods and the Service over both versions, the
-analysis advancing, promoting or rolling back naming the threshold; and a Shadow
-BatModel, which this operator does not carry out yet, refused in status with nothing
-written, so the version that serves keeps serving."""
+analysis advancing, promoting or rolling back naming the threshold; and a rollout that
+cannot run as written, refused in status with nothing written, so the version that
+serves keeps serving."""
 
 import copy
 from dataclasses import replace
@@ -66,9 +66,8 @@ def _model(spec):
     ("rollout", "message"),
     [
         (
-            {"strategy": "Shadow", "mirrorPercent": 10},
-            "spec.rollout.strategy: Shadow is a valid rollout, but this operator carries out "
-            "BlueGreen, Canary only; nothing is deployed for it",
+            {"strategy": "Shadow", "mirrorPercent": 10, "analysis": {"minRequests": -1}},
+            "spec.rollout.analysis.minRequests: -1 is outside 0..1000000",
         ),
         (
             {"strategy": "Shadow", "steps": [{"weight": 10}]},

@@ -63,6 +63,10 @@ watches. No Secrets: model pods reference the credentials Secret by name only.
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
   verbs: [get, list, watch, create, update, patch, delete]
+# The shadow settings a Shadow rollout gives the serving version's pods.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, update, patch, delete]
 # Read-only: the failing container's reason for the Stalled condition; the
 # Service's EndpointSlices, which tell when traffic reaches the new version's pods.
 - apiGroups: [""]
