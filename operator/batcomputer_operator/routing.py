@@ -20,7 +20,12 @@ def field(obj: Mapping[str, Any] | None, *path: str) -> Any:
 
 
 def rollout_complete(deployment: Mapping[str, Any] | None) -> bool:
-    """Every replica of the current template is updated and ready, as seen by the controller."""
+    """Every replica of the current template is updated and ready, as seen by the controller.
+
+    A Deployment of zero replicas that runs no pod is complete whether or not its
+    controller has observed its latest generation: there is nothing for it to roll out,
+    so a model at replicas 0 is Ready in the pass that creates its Deployment.
+    """
     if deployment is None:
         return False
     wanted = field(deployment, "spec", "replicas")
@@ -28,7 +33,7 @@ def rollout_complete(deployment: Mapping[str, Any] | None) -> bool:
     status = deployment.get("status") or {}
     observed = status.get("observedGeneration", 0)
     return (
-        observed >= (field(deployment, "metadata", "generation") or 0)
+        (wanted == 0 or observed >= (field(deployment, "metadata", "generation") or 0))
         and status.get("replicas", 0) == wanted
         and status.get("updatedReplicas", 0) == wanted
         and status.get("readyReplicas", 0) == wanted

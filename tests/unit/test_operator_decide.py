@@ -6,6 +6,7 @@ until a plan writes nothing.
 """
 
 import copy
+from dataclasses import replace
 
 from batcomputer_operator import manifests
 from batcomputer_operator.config import OperatorConfig
@@ -140,6 +141,30 @@ def test_first_rollout_creates_the_deployment_and_a_service_routing_to_it():
     assert _conditions(last)["Reconciling"] == ("True", "RollingOut")
     assert not last.ready and last.status_changed
     assert snapshot.service["spec"]["selector"]["batcomputer.io/version"] == "1.0.0"
+
+
+def test_a_first_rollout_at_zero_replicas_is_ready_in_the_pass_that_creates_it():
+    plans, snapshot = _settled(_model(replicas=0), Snapshot())
+    assert _told(plans) == ["ServiceCreated", "Deploying", "Ready"]
+    last = plans[-1]
+    assert last.ready and _conditions(last)["Ready"] == ("True", "Stopped")
+    assert last.status["desiredVersion"] == "1.0.0"
+    # Once the Deployment's controller has observed it: the same status, nothing to write.
+    observed = _deployment("1.0.0", replicas=0)
+    snapshot = replace(snapshot, deployments=(observed,), desired_holder=observed)
+    again = decide(_model(replicas=0, status=last.status), snapshot, CONFIG, T1)
+    assert (again.writes, again.transitions, again.status_changed) == ((), (), False)
+
+
+def test_scaling_to_zero_is_ready_only_once_the_pods_are_gone():
+    running = _deployment("1.0.0", replicas=2)
+    snapshot = Snapshot(deployments=(running,), desired_holder=running, service=_service("1.0.0"))
+    plans, snapshot = _settled(_model(replicas=0, generation=2), snapshot)
+    assert _told(plans) == ["Scaled"]
+    assert not plans[-1].ready
+    stopped = _deployment("1.0.0", replicas=0, generation=2)
+    snapshot = replace(snapshot, deployments=(stopped,), desired_holder=stopped)
+    assert decide(_model(replicas=0, generation=2), snapshot, CONFIG, T1).ready
 
 
 def test_ready_once_the_endpoints_list_every_replica_and_quiet_after():

@@ -33,11 +33,19 @@ def test_rollout_not_complete(changes):
     assert not rollout_complete(None)
 
 
-def test_zero_replicas_is_complete_once_observed():
-    stopped = {"metadata": {"generation": 4}, "spec": {"replicas": 0}, "status": {}}
-    assert not rollout_complete(stopped)
-    stopped["status"]["observedGeneration"] = 4
-    assert rollout_complete(stopped)
+def test_zero_replicas_is_complete_once_no_pod_runs_observed_or_not():
+    created = {"metadata": {"generation": 1}, "spec": {"replicas": 0}, "status": {}}
+    assert rollout_complete(created)
+    scaling_down = {
+        "metadata": {"generation": 4},
+        "spec": {"replicas": 0},
+        "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2},
+    }
+    assert not rollout_complete(scaling_down)
+    scaling_down["status"]["observedGeneration"] = 4
+    assert not rollout_complete(scaling_down)  # its pods are still stopping
+    scaling_down["status"] = {"observedGeneration": 4}
+    assert rollout_complete(scaling_down)
 
 
 def _version(name, version, complete):
