@@ -7,9 +7,10 @@ module knows of Flask, WSGI or sockets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from batcomputer_server.metrics import Metrics
@@ -35,6 +36,29 @@ REASONS = {
 
 def encode(payload: Any) -> bytes:
     return orjson.dumps(payload)
+
+
+def labelled_rows(flags: Sequence[str], probabilities: np.ndarray) -> bytes:
+    """``[{flag: p, ...}, ...]`` for an ``(n, len(flags))`` float64 matrix, as ``encode`` would
+    write the same rows as dicts, byte for byte.
+
+    Building a dict per row cost more than the model on a 1,000-row batch: instead orjson
+    writes the numbers, ``[[a,b],[c,d]]``, and the keys are threaded in between with list
+    slicing and one join, none of it a Python loop.
+    """
+    rows, width = probabilities.shape
+    numbers = orjson.dumps(probabilities, option=orjson.OPT_SERIALIZE_NUMPY)
+    # No number contains a comma or a bracket: strip "[[" and "]]", then every "],[" ends a row.
+    values = numbers[2:-2].replace(b"],[", b",").split(b",")
+    keys = [orjson.dumps(flag) + b":" for flag in flags]
+    # Before each row's first value "},{" closes the row before (except the first row's);
+    # before every other value a comma.
+    separators = [b"},{" + keys[0], *(b"," + key for key in keys[1:])] * rows
+    separators[0] = b"{" + keys[0]
+    parts: list[bytes] = [b""] * (2 * rows * width)
+    parts[0::2] = separators
+    parts[1::2] = values
+    return b"[" + b"".join(parts) + b"}]"
 
 
 def error_body(message: str, allowed: Any = None) -> bytes:
@@ -99,19 +123,24 @@ class Scorer:
                     limit = {"minimum": 1, "maximum": self._max_batch_rows}
                     message = f"a batch may hold at most {self._max_batch_rows} rows"
                     return 413, error_body(message, allowed=limit)
-                result: Any = predictor.predict_many(inputs)
-                self._metrics.predicted_rows.inc(len(inputs))
+                probabilities = predictor.probabilities_many(inputs)
             else:
                 result = predictor.predict_one(inputs)
-                self._metrics.predicted_rows.inc()
         except _MalformedJSONError as error:
             return 400, error_body(str(error))
         except InputError as error:
-            payload = {"error": str(error), "field": error.field, "allowed": error.allowed}
+            refusal = {"error": str(error), "field": error.field, "allowed": error.allowed}
             if error.row is not None:
-                payload["row"] = error.row
-            return 400, encode(payload)
-        payload = encode(result)
+                refusal["row"] = error.row
+            return 400, encode(refusal)
+        if type(inputs) is list:
+            self._metrics.predicted_rows.inc(len(inputs))
+            payload = labelled_rows(predictor.flags, probabilities)
+        else:
+            self._metrics.predicted_rows.inc()
+            payload = encode(result)
         if self._mirror is not None and not copy:
-            self._mirror(body, result)
+            # Only a shadowed server needs the batch's answer as objects.
+            answer = predictor.labelled(probabilities) if type(inputs) is list else result
+            self._mirror(body, answer)
         return 200, payload

@@ -11,6 +11,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from batcomputer_bundle import bundle, onnx_convert
 from batcomputer_bundle.bundle import BundleError
+from batcomputer_server import scoring
 from batcomputer_server.predictor import InputError, Predictor
 
 PASSENGER = {"sex": "female", "pclass": "1st", "age": 29.0, "sibsp": 1}
@@ -240,6 +241,120 @@ def test_each_bad_input_names_the_field_and_what_it_allows(
         assert error.value.field == field
         assert error.value.allowed == allowed
     assert error.value.row == 1
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+@pytest.mark.parametrize("rows", [1, 2, 1000])
+def test_a_batch_answer_is_written_as_its_rows_as_objects_would_be(rows, width):
+    probabilities = np.random.default_rng(rows * width).random((rows, width))
+    probabilities[0, 0] = 1e-7  # exponent notation
+    probabilities[-1, -1] = 1.0
+    flags = [f'flag "{number}" ü' for number in range(width)]  # escaped and non-ASCII keys
+    answer = scoring.labelled_rows(flags, probabilities)
+    rows_as_objects = [dict(zip(flags, row, strict=True)) for row in probabilities.tolist()]
+    assert answer == scoring.encode(rows_as_objects)
+
+
+# A batch is validated column by column; a mistake deep in a large one is named exactly
+# as in a single request, with its row.
+BATCH = [
+    {"sex": "male", "pclass": "3rd", "age": 20 + i % 50, "sibsp": i % 9} for i in range(999)
+] + [PASSENGER]
+SEX_MESSAGE = "'sex' must be one of its allowed values"
+SEXES = ["female", "male"]
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "message", "allowed"),
+    [
+        ({"age": "29"}, "age", "'age' must be a number, got a string", RANGE_AGE),
+        ({"age": True}, "age", "'age' must be a number, got a boolean", RANGE_AGE),
+        ({"sibsp": False}, "sibsp", "'sibsp' must be an integer, got a boolean", RANGE_SIBSP),
+        ({"age": None}, "age", "'age' must be a number, got null", RANGE_AGE),
+        ({"age": [29]}, "age", "'age' must be a number, got an array", RANGE_AGE),
+        ({"age": {"years": 29}}, "age", "'age' must be a number, got an object", RANGE_AGE),
+        ({"age": float("nan")}, "age", "'age' must be a finite number", RANGE_AGE),
+        ({"age": float("inf")}, "age", "'age' must be a finite number", RANGE_AGE),
+        ({"age": -float("inf")}, "age", "'age' must be a finite number", RANGE_AGE),
+        ({"age": 10**400}, "age", "'age' is outside the range", RANGE_AGE),
+        ({"age": 1e308}, "age", "'age' is outside the range", RANGE_AGE),
+        ({"age": 0.41}, "age", "'age' is outside the range", RANGE_AGE),
+        ({"sibsp": 2**64}, "sibsp", "'sibsp' is outside the range", RANGE_SIBSP),
+        ({"sibsp": 1.5}, "sibsp", "'sibsp' must be a whole number", RANGE_SIBSP),
+        ({"sibsp": -1}, "sibsp", "'sibsp' is outside the range", RANGE_SIBSP),
+        ({"sex": "Female"}, "sex", SEX_MESSAGE, SEXES),
+        ({"sex": 1}, "sex", SEX_MESSAGE, SEXES),
+        ({"sex": True}, "sex", SEX_MESSAGE, SEXES),
+        ({"sex": None}, "sex", SEX_MESSAGE, SEXES),
+        ({"sex": ["male"]}, "sex", SEX_MESSAGE, SEXES),
+        ({"sex": {"male": 1}}, "sex", SEX_MESSAGE, SEXES),
+        ({"colour": "red"}, "colour", "unknown input 'colour'", ["sex", "pclass", "age", "sibsp"]),
+    ],
+)
+def test_a_mistake_in_row_537_of_a_large_batch_is_named_like_a_single_one(
+    predictor, value, field, message, allowed
+):
+    rows = [dict(row) for row in BATCH]
+    rows[537].update(value)
+    with pytest.raises(InputError) as batch_error:
+        predictor.predict_many(rows)
+    with pytest.raises(InputError) as single_error:
+        predictor.predict_one(rows[537])
+    assert str(single_error.value).startswith(message)
+    assert str(batch_error.value) == f"row 537: {single_error.value}"
+    assert (batch_error.value.field, batch_error.value.allowed) == (field, allowed)
+    assert batch_error.value.row == 537
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "message"),
+    [
+        ({"sex": "male", "pclass": "3rd", "age": 30}, "sibsp", "missing input 'sibsp'"),
+        ({}, "sex", "missing input 'sex'"),
+        (
+            {"sex": "male", "pclass": "3rd", "age": 30, "sibsp": 0, "fare": 7.25},
+            "fare",
+            "unknown input 'fare'",
+        ),
+        (["male", "3rd", 30, 0], None, "expected an object of named inputs"),
+        ("male,3rd,30,0", None, "expected an object of named inputs"),
+        (None, None, "expected an object of named inputs"),
+        (7, None, "expected an object of named inputs"),
+    ],
+)
+def test_a_row_of_the_wrong_shape_deep_in_a_batch_is_named(predictor, row, field, message):
+    rows = [*BATCH[:537], row, *BATCH[537:]]
+    with pytest.raises(InputError, match=f"^row 537: {message}") as error:
+        predictor.predict_many(rows)
+    assert (error.value.field, error.value.row) == (field, 537)
+
+
+def test_a_batch_names_the_first_row_of_the_first_input_in_model_order(predictor):
+    rows = [dict(row) for row in BATCH]
+    rows[900]["sex"] = "unknown"  # sex comes before age in the model's inputs
+    rows[700]["age"] = "old"
+    rows[600]["age"] = 99
+    with pytest.raises(InputError, match=r"^row 900: 'sex'"):
+        predictor.predict_many(rows)
+    rows[900]["sex"] = "male"
+    with pytest.raises(InputError, match=r"^row 600: 'age' is outside the range") as error:
+        predictor.predict_many(rows)
+    assert error.value.allowed == RANGE_AGE
+    rows[950]["colour"] = "red"  # a wrong set of inputs is named before any value
+    with pytest.raises(InputError, match=r"^row 950: unknown input 'colour'"):
+        predictor.predict_many(rows)
+
+
+def test_a_large_batch_of_mixed_integers_and_floats_scores_like_single_rows(predictor):
+    rows = [{**row, "age": float(row["age"]) + 0.5, "sibsp": float(row["sibsp"])} for row in BATCH]
+    rows += BATCH
+    probabilities = predictor.probabilities_many(rows)
+    assert probabilities.dtype == np.float64 and probabilities.flags.c_contiguous
+    assert probabilities.shape == (len(rows), len(FLAGS))
+    assert predictor.labelled(probabilities) == predictor.predict_many(rows)
+    assert predictor.labelled(probabilities) == [
+        pytest.approx(predictor.predict_one(row)) for row in rows
+    ]
 
 
 @pytest.mark.parametrize("body", [[], {}, "text", 3, None, [1, 2]])
