@@ -3,6 +3,7 @@
 import pickle
 import re
 import shutil
+import socket
 
 import httpx
 import pytest
@@ -50,6 +51,49 @@ def test_bad_input_over_real_http_is_a_named_400_never_a_5xx(titanic_server):
     garbage = httpx.post(url, content=b"\x00{{", headers={"Content-Type": "application/json"})
     assert garbage.status_code == 400
     assert httpx.post(url, content=b"age=3").status_code == 415
+
+
+def test_a_large_batch_is_answered_row_for_row_and_its_mistakes_named(titanic_server):
+    url = titanic_server.url + "/api/predict"
+    rows = [
+        _passenger(age=1 + i % 79, sibsp=i % 8, sex=("male", "female")[i % 2]) for i in range(1000)
+    ]
+    batch = httpx.post(url, json=rows)
+    assert batch.status_code == 200
+    answers = batch.json()
+    assert len(answers) == 1000
+    for index in (0, 1, 537, 999):
+        single = httpx.post(url, json=rows[index]).json()
+        assert answers[index] == pytest.approx(single)
+    rows[537] = _passenger(fare=True)
+    refused = httpx.post(url, json=rows)
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "row 537: 'fare' must be a number, got a boolean",
+        "field": "fare",
+        "allowed": {"minimum": 0.0, "maximum": 512.3292},
+        "row": 537,
+    }
+
+
+def test_every_kind_of_answer_arrives_whole(titanic_server):
+    """A file, a HEAD answer, a chunked empty body and an HTTP/1.0 answer, each with its head."""
+    url = titanic_server.url
+    asset = httpx.get(url + "/api/docs/assets/swagger-ui.css")
+    assert asset.status_code == 200
+    assert len(asset.content) == int(asset.headers["Content-Length"]) > 1000
+    head = httpx.head(url + "/healthz")
+    assert head.status_code == 200 and head.content == b""
+    redirect = httpx.get(url + "/models/titanic")
+    assert redirect.status_code == 308
+    assert redirect.headers["Location"] == "/models/titanic/"
+    with socket.create_connection(("127.0.0.1", titanic_server.port), timeout=5) as client:
+        client.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert answer.endswith(b"\r\n\r\n" + b'{"status":"alive"}')
 
 
 def test_bodies_and_batches_over_the_limits_get_413(trained_bundles, tmp_path):
