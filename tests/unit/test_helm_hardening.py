@@ -58,17 +58,36 @@ def test_model_pods_are_reached_only_on_the_serving_port_from_their_namespace(na
     assert _selects(policy["podSelector"], _model_pod_labels())
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     port = [{"port": SERVER_PORT, "protocol": "TCP"}]
-    assert policy["ingress"] == [{"from": [{"podSelector": {}}], "ports": port}, _ANALYSIS]
+    assert policy["ingress"] == [
+        {"from": [{"podSelector": {}}], "ports": port},
+        _SHADOW_COPIES_IN,
+        _ANALYSIS,
+    ]
 
 
-def test_model_pods_reach_only_dns_and_blob_storage(namespaced):
+def test_model_pods_reach_only_dns_blob_storage_and_their_namespaces_model_pods(namespaced):
     policy = _policies(namespaced)[("models", "batcomputer-models")]
-    dns, blob = policy["egress"]
+    dns, blob, shadow_copies = policy["egress"]
     assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
     assert blob == {
         "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
         "ports": [{"port": 443, "protocol": "TCP"}],
     }
+    (peer,) = shadow_copies["to"]
+    assert set(peer) == {"podSelector"}  # the policy's own namespace, no other
+    assert _selects(peer["podSelector"], _model_pod_labels())
+    assert shadow_copies["ports"] == [{"port": SERVER_PORT, "protocol": "TCP"}]
+
+
+def test_shadow_copies_between_model_pods_can_be_turned_off(helm):
+    docs = _render(
+        helm,
+        *("--set-json", 'watchNamespaces=["models"]'),
+        *("--set", "networkPolicy.shadowCopies=false"),
+    )
+    policy = _policies(docs)[("models", "batcomputer-models")]
+    assert len(policy["egress"]) == 2
+    assert _SHADOW_COPIES_IN not in policy["ingress"]
 
 
 def test_the_operator_reaches_only_the_api_server_and_is_reached_only_on_its_ports(namespaced):
@@ -106,6 +125,26 @@ _ANALYSIS = {
 }
 
 
+# Model pods let the model pods of their own namespace in: a Shadow rollout's copies.
+_SHADOW_COPIES_IN = {
+    "from": [
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "batcomputer-model",
+                    "app.kubernetes.io/managed-by": "batcomputer-operator",
+                }
+            }
+        }
+    ],
+    "ports": [{"port": SERVER_PORT, "protocol": "TCP"}],
+}
+
+
+def test_the_shadow_copy_peer_is_exactly_the_model_pods(namespaced):
+    assert _selects(_SHADOW_COPIES_IN["from"][0]["podSelector"], _model_pod_labels())
+
+
 def test_the_analysis_peer_is_exactly_the_operators_pods(namespaced):
     (operator,) = [doc for doc in namespaced if doc["kind"] == "Deployment"]
     labels = operator["spec"]["template"]["metadata"]["labels"]
@@ -139,6 +178,7 @@ def test_peers_endpoints_and_namespaces_come_from_values(helm):
     assert [rule["from"] for rule in model["ingress"]] == [
         [ingress_controller],
         [monitoring],
+        _SHADOW_COPIES_IN["from"],
         _ANALYSIS["from"],
     ]
     assert model["egress"][1] == {
@@ -154,8 +194,9 @@ def test_an_empty_peer_list_lets_nobody_in_rather_than_everybody(helm):
         helm,
         *("--set-json", 'watchNamespaces=["models"]', "--set-json", "networkPolicy.servingFrom=[]"),
     )
-    # Only the operator, to read /metrics for Canary analysis.
-    assert _policies(docs)[("models", "batcomputer-models")]["ingress"] == [_ANALYSIS]
+    # Only the model pods' Shadow copies and the operator, to read /metrics for analysis.
+    ingress = _policies(docs)[("models", "batcomputer-models")]["ingress"]
+    assert ingress == [_SHADOW_COPIES_IN, _ANALYSIS]
 
 
 def test_policies_can_be_turned_off(helm):
