@@ -2,15 +2,19 @@
 
 ``bundle.json`` is read first and, when a bundle digest is given, checked against it
 before anything in it is believed; every file it lists is then checked against it (and
-against any per-file pin). Blobs in the folder that ``bundle.json`` does not list are
-never read. Everything is written into a fresh folder next to the destination (files
-created exclusively, never through a symlink) and renamed into place once complete, so
-the destination holds a complete, verified bundle or nothing new at all.
+against any per-file pin). Under a size limit, a bundle is refused before any download
+when the sizes ``bundle.json`` lists exceed it, and cut off the moment what arrives
+passes it, so not even an unpinned bundle can fill the disk it lands on. Blobs in the
+folder that ``bundle.json`` does not list are never read. Everything is written into a
+fresh folder next to the destination (files created exclusively, never through a
+symlink) and renamed into place once complete, so the destination holds a complete,
+verified bundle or nothing new at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -58,6 +62,17 @@ class DestinationError(ValueError):
     """``--dest`` cannot take the bundle (a file, a symlink, a folder of other files)."""
 
 
+class SizeLimitError(ValueError):
+    """A ``--max-bytes`` argument is not a positive whole number of bytes."""
+
+
+class BundleTooLargeError(bundle.BundleError):
+    """The bundle (every file plus ``bundle.json``) is larger than the size limit."""
+
+    def __init__(self, name: str, limit: int, how: str) -> None:
+        super().__init__(f"{name} takes the bundle past its size limit of {limit} bytes ({how})")
+
+
 @dataclass(frozen=True)
 class FetchResult:
     name: str
@@ -92,8 +107,20 @@ def parse_digest(argument: str | None) -> str | None:
     return digest
 
 
+def parse_max_bytes(argument: str | None) -> int | None:
+    """``--max-bytes N``, the most bytes the whole bundle may hold; None when not given."""
+    if argument is None:
+        return None
+    text = argument.strip()
+    if not text.isdecimal() or not text.isascii() or int(text) <= 0:
+        raise SizeLimitError(
+            f"--max-bytes must be a positive whole number of bytes, got {text[:40]!r}"
+        )
+    return int(text)
+
+
 _EXIT_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
-    ((BlobUriError, PinError, DestinationError), EXIT_USAGE),
+    ((BlobUriError, PinError, DestinationError, SizeLimitError), EXIT_USAGE),
     (BlobNotFoundError, EXIT_NOT_FOUND),
     (StorageAuthError, EXIT_AUTH),
     ((DigestMismatchError, bundle.BundleDigestError), EXIT_DIGEST),
@@ -104,6 +131,7 @@ FETCH_ERRORS = (
     BlobUriError,
     PinError,
     DestinationError,
+    SizeLimitError,
     BlobStoreError,
     DigestMismatchError,
     bundle.BundleError,
@@ -127,18 +155,28 @@ def expected_files(manifest: Mapping[str, Any], pins: Mapping[str, str]) -> dict
 class CheckedSink:
     """Where a download goes: sized and hashed on the way, refused beyond ``limit`` bytes.
 
-    A blob larger than ``bundle.json`` says is cut off at once instead of filling the disk.
+    A blob larger than ``bundle.json`` says is cut off at once instead of filling the disk;
+    ``too_large`` is what is raised then (by default, a disagreement with bundle.json).
     """
 
-    def __init__(self, name: str, limit: int | None, write: Callable[[bytes], Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        limit: int | None,
+        write: Callable[[bytes], Any],
+        too_large: Callable[[], Exception] | None = None,
+    ) -> None:
         self.name, self.limit, self._write = name, limit, write
+        self._too_large = too_large or (
+            lambda: DigestMismatchError(f"{name} is larger than the {limit} bytes expected")
+        )
         self.size = 0
         self.sha256 = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
         self.size += len(data)
         if self.limit is not None and self.size > self.limit:
-            raise DigestMismatchError(f"{self.name} is larger than the {self.limit} bytes expected")
+            raise self._too_large()
         self.sha256.update(data)
         self._write(data)
         return len(data)
@@ -147,10 +185,20 @@ class CheckedSink:
         return True
 
 
-def read_manifest(store: BlobStore, digest: str | None) -> tuple[bytes, dict[str, Any]]:
+def read_manifest(
+    store: BlobStore, digest: str | None, max_bytes: int | None = None
+) -> tuple[bytes, dict[str, Any]]:
     """``bundle.json``'s bytes and content, checked against the bundle digest first."""
     chunks: list[bytes] = []
-    sink = CheckedSink(MANIFEST_FILE, bundle.MAX_MANIFEST_BYTES, chunks.append)
+    if max_bytes is not None and max_bytes < bundle.MAX_MANIFEST_BYTES:
+        sink = CheckedSink(
+            MANIFEST_FILE,
+            max_bytes,
+            chunks.append,
+            lambda: BundleTooLargeError(MANIFEST_FILE, max_bytes, "cut off mid-download"),
+        )
+    else:
+        sink = CheckedSink(MANIFEST_FILE, bundle.MAX_MANIFEST_BYTES, chunks.append)
     try:
         store.download_to(MANIFEST_FILE, sink)
     except DigestMismatchError:
@@ -161,6 +209,22 @@ def read_manifest(store: BlobStore, digest: str | None) -> tuple[bytes, dict[str
     if digest is not None:
         bundle.check_bundle_digest(content, digest)
     return content, bundle.parse_manifest(content)
+
+
+def unlisted_budget(
+    manifest: Mapping[str, Any], names: Iterable[str], manifest_size: int, max_bytes: int | None
+) -> int | None:
+    """What ``max_bytes`` leaves for the files ``bundle.json`` gives no size for, once it and
+    every listed size are counted (None: no limit). Raises BundleTooLargeError, before any
+    download, when the listed sizes alone take the bundle past ``max_bytes``."""
+    if max_bytes is None:
+        return None
+    total = manifest_size
+    for name in names:
+        total += manifest["files"][name].get("bytes", 0)
+        if total > max_bytes:
+            raise BundleTooLargeError(name, max_bytes, f"{total} bytes as bundle.json lists them")
+    return max_bytes - total
 
 
 def check_destination(dest: Path) -> Path:
@@ -209,10 +273,16 @@ def _new_file(folder_fd: int, name: str) -> BinaryIO:
 
 
 def _download_verified(
-    store: BlobStore, folder_fd: int, name: str, digest: str, limit: int | None
+    store: BlobStore,
+    folder_fd: int,
+    name: str,
+    digest: str,
+    *,
+    limit: int | None,
+    too_large: Callable[[], Exception] | None = None,
 ) -> int:
     with _new_file(folder_fd, name) as stream:
-        sink = CheckedSink(name, limit, stream.write)
+        sink = CheckedSink(name, limit, stream.write, too_large)
         store.download_to(name, sink)
     if sink.sha256.hexdigest() != digest:
         raise DigestMismatchError(f"sha256 mismatch for {name}")
@@ -259,12 +329,16 @@ def fetch_bundle(
     dest: Path,
     pins: Mapping[str, str],
     digest: str | None = None,
+    *,
     report: Callable[[str], None] = lambda _line: None,
+    max_bytes: int | None = None,
 ) -> FetchResult:
-    """Download and verify the bundle in ``store``'s folder into ``dest``."""
+    """Download and verify the bundle in ``store``'s folder into ``dest``; with ``max_bytes``,
+    a bundle (every file plus ``bundle.json``) larger than that is refused."""
     dest = check_destination(dest)
-    manifest_bytes, manifest = read_manifest(store, digest)
+    manifest_bytes, manifest = read_manifest(store, digest, max_bytes)
     expected = expected_files(manifest, pins)
+    budget = unlisted_budget(manifest, expected, len(manifest_bytes), max_bytes)
     report(
         f"{MANIFEST_FILE} matches the bundle digest {digest}"
         if digest
@@ -278,7 +352,16 @@ def fetch_bundle(
     except OSError as error:
         raise DestinationError(f"cannot prepare --dest {dest}: {error.strerror}") from None
     try:
-        sizes = _fill(store, staging, manifest, expected, manifest_bytes, report=report)
+        sizes = _fill(
+            store,
+            staging,
+            manifest,
+            expected,
+            manifest_bytes,
+            max_bytes=max_bytes,
+            budget=budget,
+            report=report,
+        )
         staging.chmod(0o755)
         _install(staging, dest)
     except OSError as error:
@@ -301,15 +384,34 @@ def _fill(
     expected: Mapping[str, str],
     manifest_bytes: bytes,
     *,
+    max_bytes: int | None,
+    budget: int | None,
     report: Callable[[str], None],
 ) -> dict[str, int]:
-    """Every listed file, verified, then ``bundle.json``, into the fresh ``staging`` folder."""
+    """Every listed file, verified, then ``bundle.json``, into the fresh ``staging`` folder.
+
+    A file is cut off past its listed size; a file listed without one, past what is left of
+    ``budget`` (the size limit less bundle.json and every listed size), so the whole
+    bundle never holds more than the limit.
+    """
     sizes: dict[str, int] = {}
     folder_fd = os.open(staging, _DIRECTORY_FLAGS)
     try:
         for name, file_digest in expected.items():
-            limit = manifest["files"][name].get("bytes")
-            sizes[name] = _download_verified(store, folder_fd, name, file_digest, limit)
+            listed = manifest["files"][name].get("bytes")
+            if listed is not None or budget is None or max_bytes is None:
+                sizes[name] = _download_verified(store, folder_fd, name, file_digest, limit=listed)
+            else:
+                cut_off = functools.partial(
+                    BundleTooLargeError,
+                    name,
+                    max_bytes,
+                    "it lists no size for it; cut off mid-download",
+                )
+                sizes[name] = _download_verified(
+                    store, folder_fd, name, file_digest, limit=budget, too_large=cut_off
+                )
+                budget -= sizes[name]
             report(f"{name}: {sizes[name]} bytes, sha256 {file_digest[:12]}... verified")
         with _new_file(folder_fd, MANIFEST_FILE) as stream:
             stream.write(manifest_bytes)

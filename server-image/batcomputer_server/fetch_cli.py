@@ -17,6 +17,7 @@ from batcomputer_server.fetch import (
     exit_code_for,
     fetch_bundle,
     parse_digest,
+    parse_max_bytes,
     parse_pins,
 )
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         "else AZURE_STORAGE_CONNECTION_STRING, else AZURE_STORAGE_SAS_TOKEN; else a SAS "
         "in the URI, else anonymous. Exit codes: 0 ok, 2 usage, 3 blob not found, "
         "4 authentication failed, 5 sha256 mismatch (a file, bundle.json or the bundle digest), "
-        "6 storage unreachable, 7 invalid bundle.",
+        "6 storage unreachable, 7 invalid bundle (or larger than --max-bytes).",
     )
     parser.add_argument("--source", required=True, help="blob folder URI of the bundle")
     parser.add_argument("--dest", required=True, type=Path, help="folder to write the bundle to")
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FILE=HEX",
         help="digest FILE must have (repeatable); a file not in the bundle is an error",
+    )
+    parser.add_argument(
+        "--max-bytes",
+        metavar="N",
+        help="refuse a bundle larger than N bytes in all (every file plus bundle.json): "
+        "before any download when the sizes bundle.json lists exceed N, else the moment "
+        "a download passes it (exit 7)",
     )
     parser.add_argument(
         "--credentials-dir",
@@ -101,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = parse_folder_uri(arguments.source)
         pins = parse_pins(arguments.sha256)
         digest = parse_digest(arguments.digest)
+        max_bytes = parse_max_bytes(arguments.max_bytes)
         credentials = (
             read_credentials(arguments.credentials_dir)
             if arguments.credentials_dir is not None
@@ -111,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"fetching {folder.display()} into {arguments.dest}", file=sys.stderr)
         result = fetch_bundle(
-            store, arguments.dest, pins, digest, report=lambda line: print(line, file=sys.stderr)
+            store,
+            arguments.dest,
+            pins,
+            digest,
+            report=lambda line: print(line, file=sys.stderr),
+            max_bytes=max_bytes,
         )
     except FETCH_ERRORS as error:
         return _finish(str(error), exit_code_for(error), log_path)

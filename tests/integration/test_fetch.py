@@ -496,3 +496,115 @@ def test_a_killed_fetchs_leftovers_are_cleared_by_the_next(azurite, container, t
     assert result.returncode == 0, result.stderr
     assert "removed .bundle.fetching-killed, left by an interrupted fetch" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _bundle_bytes(folder: Path) -> int:
+    """What the whole bundle holds: every file it lists plus bundle.json."""
+    return sum(path.stat().st_size for path in folder.iterdir())
+
+
+def _assert_nothing_left(result, tmp_path: Path) -> None:
+    assert not (tmp_path / "bundle").exists()
+    assert not list(tmp_path.glob(".bundle.*"))
+    assert ", sha256 " not in result.stderr  # not one file was downloaded
+
+
+def test_a_bundle_exactly_at_the_size_limit_passes(azurite, container, titanic, tmp_path):
+    dest = tmp_path / "bundle"
+    limit = _bundle_bytes(titanic)
+    result, _ = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX),
+        dest,
+        *("--max-bytes", str(limit)),
+        **_connected(azurite),
+    )
+    assert result.returncode == 0, result.stderr
+    assert _bundle_bytes(dest) == limit
+
+
+def test_listed_sizes_over_the_limit_exit_7_before_any_download(
+    azurite, container, titanic, tmp_path
+):
+    limit = _bundle_bytes(titanic) - 1
+    result, message = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX),
+        tmp_path / "bundle",
+        *("--max-bytes", str(limit)),
+        **_connected(azurite),
+    )
+    assert result.returncode == 7, result.stderr
+    last = list(bundle.read_manifest(titanic)["files"])[-1]
+    assert message == (
+        f"{last} takes the bundle past its size limit of {limit} bytes "
+        f"({limit + 1} bytes as bundle.json lists them)"
+    )
+    assert result.stderr.strip().splitlines()[-1] == f"batcomputer-fetch: {message}"
+    _assert_nothing_left(result, tmp_path)
+
+
+def test_a_bundle_json_larger_than_the_limit_is_cut_off_and_exits_7(
+    azurite, container, titanic, tmp_path
+):
+    limit = (titanic / "bundle.json").stat().st_size - 1
+    result, message = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX),
+        tmp_path / "bundle",
+        *("--max-bytes", str(limit)),
+        **_connected(azurite),
+    )
+    assert result.returncode == 7, result.stderr
+    assert message == (
+        f"bundle.json takes the bundle past its size limit of {limit} bytes (cut off mid-download)"
+    )
+    _assert_nothing_left(result, tmp_path)
+
+
+HUGE = 8 << 20
+
+
+def _huge_unsized_flags(folder: Path) -> None:
+    """flags.pkl grown by 8 MiB, bundle.json vouching for its digest but giving no size."""
+    with (folder / "flags.pkl").open("ab") as stream:
+        stream.write(b"\0" * HUGE)
+    digest = bundle.sha256_file(folder / "flags.pkl")
+    _rewrite_manifest(folder, lambda m: m["files"].update({"flags.pkl": {"sha256": digest}}))
+
+
+def test_a_file_of_no_listed_size_is_cut_off_once_the_bundle_passes_the_limit(
+    azurite, titanic, tmp_path
+):
+    source = _doctored_copy(azurite, titanic, tmp_path, _huge_unsized_flags)
+    whole = _bundle_bytes(tmp_path / "doctored")
+    unlimited, _ = _fetch(source, tmp_path / "unlimited", **_connected(azurite))
+    assert unlimited.returncode == 0, "the bundle is valid; only its size is refused"
+    roomy, _ = _fetch(source, tmp_path / "roomy", "--max-bytes", str(whole), **_connected(azurite))
+    assert roomy.returncode == 0, roomy.stderr
+
+    limit = whole - HUGE // 2
+    result, message = _fetch(
+        source, tmp_path / "bundle", "--max-bytes", str(limit), **_connected(azurite)
+    )
+    assert result.returncode == 7, result.stderr
+    assert message == (
+        f"flags.pkl takes the bundle past its size limit of {limit} bytes "
+        "(it lists no size for it; cut off mid-download)"
+    )
+    assert "flags.pkl:" not in result.stderr
+    assert not (tmp_path / "bundle").exists()
+    assert not list(tmp_path.glob(".bundle.*"))
+
+
+@pytest.mark.parametrize("argument", ["0", "-1", "-0", "abc", "1Gi", "1e9", "1.5", "", "١٢"])
+def test_a_size_limit_that_is_not_a_positive_number_of_bytes_exits_2(
+    azurite, container, tmp_path, argument
+):
+    result, message = _fetch(
+        azurite.folder_uri(container, VERSION_PREFIX),
+        tmp_path / "bundle",
+        f"--max-bytes={argument}",
+        **_connected(azurite),
+    )
+    assert result.returncode == 2, result.stderr
+    assert message.startswith("--max-bytes must be a positive whole number of bytes, got ")
+    assert "fetching" not in result.stderr
+    assert not (tmp_path / "bundle").exists()

@@ -77,6 +77,8 @@ def test_a_pin_for_a_file_outside_the_bundle_fails_closed():
         (StorageUnreachableError("storage unreachable after 3 attempts"), 6),
         (BlobStoreError("storage refused the request"), 6),
         (bundle.BundleError("bundle.json is not valid JSON"), 7),
+        (fetch.BundleTooLargeError("model.pkl", 100, "cut off mid-download"), 7),
+        (fetch.SizeLimitError("--max-bytes must be a positive whole number"), 2),
     ],
 )
 def test_each_failure_kind_has_its_documented_exit_code(error, code):
@@ -171,6 +173,38 @@ def test_a_download_is_cut_off_past_its_listed_size_and_hashed_on_the_way():
     unlimited = fetch.CheckedSink("model.pkl", None, written.append)
     unlimited.write(b"x" * 10)
     assert unlimited.sha256.hexdigest() == hashlib.sha256(b"x" * 10).hexdigest()
+
+
+def test_the_size_limit_is_a_positive_whole_number_of_bytes():
+    assert fetch.parse_max_bytes(None) is None
+    assert fetch.parse_max_bytes(" 1073741824 ") == 1 << 30
+    for argument in ("0", "-1", "+5", "1Gi", "1e9", "1_000", "", "\u0661"):
+        with pytest.raises(fetch.SizeLimitError, match="positive whole number of bytes"):
+            fetch.parse_max_bytes(argument)
+
+
+def test_listed_sizes_leave_a_budget_for_unsized_files_or_refuse_the_bundle():
+    names = list(MANIFEST["files"])
+    assert fetch.unlisted_budget(MANIFEST, names, 5, None) is None
+    assert fetch.unlisted_budget(MANIFEST, names, 5, 35) == 0
+    assert fetch.unlisted_budget(MANIFEST, names, 5, 100) == 65
+    with pytest.raises(
+        fetch.BundleTooLargeError,
+        match=r"^flags\.pkl takes the bundle past its size limit of 34 bytes "
+        r"\(35 bytes as bundle\.json lists them\)$",
+    ):
+        fetch.unlisted_budget(MANIFEST, names, 5, 34)
+    unsized = {"files": {**MANIFEST["files"], "model.onnx": {"sha256": "d" * 64}}}
+    assert fetch.unlisted_budget(unsized, [*names, "model.onnx"], 5, 40) == 5
+
+
+def test_a_download_past_the_size_limit_raises_what_it_is_told():
+    sink = fetch.CheckedSink(
+        "model.onnx", 4, [].append, lambda: fetch.BundleTooLargeError("model.onnx", 9, "cut off")
+    )
+    sink.write(b"abcd")
+    with pytest.raises(fetch.BundleTooLargeError, match="size limit of 9 bytes"):
+        sink.write(b"e")
 
 
 def test_folders_an_interrupted_fetch_left_are_cleared_and_nothing_else(tmp_path):
