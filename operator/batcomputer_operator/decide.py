@@ -640,11 +640,11 @@ class _ShadowRun:
         owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
         live = snapshot.desired_holder
         failure = status.rollout_failure(live, snapshot.pods)
-        settings = shadow.copying(spec.rollout, owner, spec.version)
+        settings = shadow.copying(spec.rollout, self._candidate_service_live())
         copies = shadow.settings_of(self._serving_config()) == settings
         # Copies go to the candidate once every pod of it is ready, so none fails for
         # want of a pod; one that cannot get ready gets none, and is Stalled for it.
-        copying = failure is None and (routing.rollout_complete(live) or copies)
+        copying = failure is None and bool(settings) and (routing.rollout_complete(live) or copies)
         where = f"shadow at {spec.rollout.mirror_percent} %"
         candidate = manifests.deployment(owner, spec, self.config)
         writes = [
@@ -753,9 +753,16 @@ class _ShadowRun:
         owner, spec, snapshot = self.observe.owner, self.observe.spec, self.snapshot
         service = canary.version_service(owner, spec.version)
         name = service["metadata"]["name"]
-        live = next((s for s in snapshot.version_services if s["metadata"]["name"] == name), None)
+        live = self._candidate_service_live()
         step = Step("VersionService", f"Service {name} for the copies to version {spec.version}")
         return [*_changed("Service", service, live, step), *_unsplit(snapshot, owner, keep=name)]
+
+    def _candidate_service_live(self) -> Mapping[str, Any] | None:
+        owner, spec = self.observe.owner, self.observe.spec
+        name = naming.deployment_name(owner.name, spec.version)
+        return next(
+            (s for s in self.snapshot.version_services if s["metadata"]["name"] == name), None
+        )
 
     def _stable(self, step: Step) -> list[Write]:
         """The stable Service and the Ingress on the serving version alone."""

@@ -15,25 +15,36 @@ copies start and stop that much later than the write; the analysis counts only t
 copies the serving pods measured, so the delay postpones a verdict, never changes it.
 """
 
+import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batcomputer_operator import canary, diff, manifests, naming
+from batcomputer_operator import diff, manifests, naming
 from batcomputer_operator.rollout import shadow_settings
 from batcomputer_operator.rollout_spec import RolloutSpec
 
 
-def candidate_url(owner: manifests.Owner, version: str) -> str:
-    """The cluster DNS address of `version`'s own Service, where the copies go."""
-    name = canary.version_service(owner, version)["metadata"]["name"]
-    return f"http://{name}.{owner.namespace}.svc"
+def candidate_url(service: Mapping[str, Any] | None) -> str | None:
+    """Where the copies go: the candidate's own Service as the API server shows it, by
+    its cluster IP (a cluster need not run DNS for pods); None before it has one. Should
+    the Service be made again with another IP, the settings follow it."""
+    cluster_ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    if not isinstance(cluster_ip, str) or not cluster_ip or cluster_ip == "None":
+        return None
+    try:
+        address = ipaddress.ip_address(cluster_ip)
+    except ValueError:
+        return None
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{host}:{manifests.SERVICE_PORT}"
 
 
-def copying(rollout: RolloutSpec, owner: manifests.Owner, candidate: str) -> dict[str, Any]:
-    """The serving version's settings while its pods copy to `candidate`."""
-    return shadow_settings(rollout, candidate_url(owner, candidate))
+def copying(rollout: RolloutSpec, service: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The serving version's settings while its pods copy to the candidate's `service`
+    (`{}` while that has no address)."""
+    return shadow_settings(rollout, candidate_url(service))
 
 
 def settings_of(config: Mapping[str, Any] | None) -> Any:

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from batcomputer_dev.azurite import free_port
-from batcomputer_dev.kube_testing import find, kubectl_json, publish, wait_for
+from batcomputer_dev.kube_testing import (
+    TITANIC_PASSENGER,
+    call_service,
+    find,
+    kubectl_json,
+    publish,
+    wait_for,
+)
 from batcomputer_dev.pytest_bundles import train_bundle
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "batmodels.batcomputer.io.yaml"
@@ -141,4 +152,57 @@ def wait_settled(cluster, name, namespace, kind="Ready", reason=None, *, timeout
         lambda model: settled(model, kind, reason),
         f"{kind}{'/' + reason if reason else ''} on BatModel {name}",
         timeout=timeout,
+    )
+
+
+@dataclass
+class Load:
+    """Predictions and version look-ups through the Service, one after the other, until
+    stopped: what each prediction and look-up answered (with when), and every failure."""
+
+    cluster: object
+    name: str
+    namespace: str
+    answers: list[tuple[float, str]] = field(default_factory=list)
+    predicted: list[str] = field(default_factory=list)  # each prediction's answer, as JSON
+    predictions: int = 0
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                answer = call_service(
+                    self.cluster, self.name, self.namespace, "/api/predict", body=TITANIC_PASSENGER
+                )
+                self.predicted.append(json.dumps(answer, sort_keys=True))
+                self.predictions += 1
+                info = call_service(self.cluster, self.name, self.namespace, "/api/info")
+                self.answers.append((time.monotonic(), info["version"]))
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+                self.failures.append(f"{time.monotonic():.1f}: {error}")
+
+
+@contextlib.contextmanager
+def load_through_service(cluster, name: str, namespace: str) -> Iterator[Load]:
+    """A `Load` on the model's Service from a thread of its own, stopped on leaving."""
+    traffic = Load(cluster, name, namespace)
+    thread = threading.Thread(target=traffic.run, daemon=True)
+    thread.start()
+    try:
+        yield traffic
+    finally:
+        traffic.stop.set()
+        thread.join(timeout=30)
+
+
+def serve(cluster, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+    """A new BatModel of `spec`, once Ready and answering through its Service."""
+    create_batmodel(cluster, namespace, name, spec)
+    wait_settled(cluster, name, namespace)
+    wait_for(
+        lambda: call_service(cluster, name, namespace, "/api/info")["version"],
+        lambda version: version == spec["version"],
+        f"{name} to answer",
+        timeout=30,
     )

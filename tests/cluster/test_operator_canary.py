@@ -8,32 +8,24 @@ the serving version answers every request.
 
 from __future__ import annotations
 
-import threading
+import contextlib
 import time
-import urllib.error
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 from _operator_support import (
     children,
     condition,
-    create_batmodel,
+    load_through_service,
     model_namespace,
     running_operator,
+    serve,
     settled,
     titanic_releases,
     wait_settled,
 )
 
-from batcomputer_dev.kube_testing import (
-    TITANIC_PASSENGER,
-    call_service,
-    find,
-    kubectl_json,
-    patch_spec,
-    wait_for,
-)
+from batcomputer_dev.kube_testing import find, kubectl_json, patch_spec, wait_for
 
 SECRET = "blob-reader"
 CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
@@ -58,58 +50,10 @@ def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterato
         yield
 
 
-@dataclass
-class Load:
-    """Predictions and version look-ups through the Service, one after the other, until
-    stopped: what each look-up answered (with when), and every failure."""
-
-    cluster: object
-    name: str
-    namespace: str
-    answers: list[tuple[float, str]] = field(default_factory=list)
-    predictions: int = 0
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                call_service(
-                    self.cluster, self.name, self.namespace, "/api/predict", body=TITANIC_PASSENGER
-                )
-                self.predictions += 1
-                info = call_service(self.cluster, self.name, self.namespace, "/api/info")
-                self.answers.append((time.monotonic(), info["version"]))
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-                self.failures.append(f"{time.monotonic():.1f}: {error}")
-
-
 @pytest.fixture
 def load():
-    running: list[tuple[Load, threading.Thread]] = []
-
-    def start(cluster, name: str, namespace: str) -> Load:
-        traffic = Load(cluster, name, namespace)
-        thread = threading.Thread(target=traffic.run, daemon=True)
-        thread.start()
-        running.append((traffic, thread))
-        return traffic
-
-    yield start
-    for traffic, thread in running:
-        traffic.stop.set()
-        thread.join(timeout=30)
-
-
-def _serve(cluster, namespace: str, name: str, spec: dict) -> None:
-    create_batmodel(cluster, namespace, name, spec)
-    wait_settled(cluster, name, namespace)
-    wait_for(
-        lambda: call_service(cluster, name, namespace, "/api/info")["version"],
-        lambda version: version == spec["version"],
-        f"{name} to answer",
-        timeout=30,
-    )
+    with contextlib.ExitStack() as stack:
+        yield lambda *where: stack.enter_context(load_through_service(*where))
 
 
 def _steps_seen(cluster, name: str, namespace: str, until, timeout: float) -> list[tuple]:
@@ -151,7 +95,7 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted_with_no_failed_req
     # operator adds a canary Ingress with each step's weight.
     ingress = {"path": f"/{name}", "className": "nginx"}
     spec = {**releases["1.0.0"], "replicas": 4, "rollout": rollout, "ingress": ingress}
-    _serve(kube_cluster, namespace, name, spec)
+    serve(kube_cluster, namespace, name, spec)
     columns = kube_cluster.kubectl("get", "bm", name, "-n", namespace).splitlines()
     assert columns[0].split()[5:8] == ["STRATEGY", "STEP", "WEIGHT"]
     traffic = load(kube_cluster, name, namespace)
@@ -211,7 +155,7 @@ def test_a_canary_that_misses_a_threshold_is_rolled_back_while_the_old_version_s
         # No server answers within 0.1 ms: the candidate cannot meet it.
         "analysis": {"maxP99LatencySeconds": 0.0001, "minRequests": 5},
     }
-    _serve(kube_cluster, namespace, name, {**releases["1.0.0"], "replicas": 2, "rollout": rollout})
+    serve(kube_cluster, namespace, name, {**releases["1.0.0"], "replicas": 2, "rollout": rollout})
     traffic = load(kube_cluster, name, namespace)
     started = time.monotonic()
     patch_spec(kube_cluster, name, namespace, releases["1.0.1"])

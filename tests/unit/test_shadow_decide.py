@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from batcomputer_operator import manifests
+from batcomputer_operator import manifests, shadow
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.decide import Snapshot, decide
 from batcomputer_operator.rollout import Measurement
@@ -31,7 +31,9 @@ SHADOW = {
     },
 }
 AGREEING = Measurement(requests=100, errors=0, p99_seconds=0.02, disagreement=0.001)
-COPIES = {"url": "http://crime-v2-0-0.models.svc", "percent": 50}
+COPIES = {"url": "http://10.96.0.20:80", "percent": 50}
+# The address the API server gives each Service the plans create.
+CLUSTER_IPS = {"crime": "10.96.0.10", "crime-v2-0-0": "10.96.0.20"}
 
 
 def _spec(version, rollout=SHADOW, **extra):
@@ -102,6 +104,8 @@ def _landed(snapshot, plan, *, ready=True):
             children[write.kind].pop(write.name)
             continue
         landed = copy.deepcopy(write.manifest)
+        if write.kind == "Service":
+            landed["spec"]["clusterIP"] = CLUSTER_IPS[write.name]
         if write.kind == "Deployment":
             landed["metadata"]["generation"] = 1
             landed = _complete(landed) if ready else {**landed, "status": {}}
@@ -380,3 +384,32 @@ def test_settings_left_by_a_shadow_are_emptied_when_the_strategy_changes():
     writes = [(w.kind, w.name, w.step.reason) for w in plan.writes]
     assert ("ConfigMap", "crime-v1-0-0-shadow", "ShadowStopped") in writes
     assert ("Service", "crime-v2-0-0", "ServiceDeleted") in writes
+
+
+@pytest.mark.parametrize(
+    ("cluster_ip", "url"),
+    [
+        ("10.96.0.20", "http://10.96.0.20:80"),
+        ("fd00::20", "http://[fd00::20]:80"),
+        (None, None),
+        ("", None),
+        ("None", None),  # a headless Service: no address to copy to
+        ("crime.models.svc", None),
+        ("10.96.0.20/../evil", None),
+    ],
+)
+def test_copies_go_to_the_candidate_services_cluster_ip(cluster_ip, url):
+    service = {"metadata": {"name": "crime-v2-0-0"}, "spec": {"clusterIP": cluster_ip}}
+    assert shadow.candidate_url(service) == url
+
+
+def test_a_candidate_service_without_an_address_gets_no_copies_yet():
+    model, snapshot, _ = _copying()
+    (service,) = snapshot.version_services
+    addressless = copy.deepcopy(service)
+    del addressless["spec"]["clusterIP"]
+    unaddressed = replace(snapshot, version_services=(addressless,), shadow_configs=())
+    plan = decide(model, unaddressed, CONFIG, "2026-01-01T00:00:05Z")
+    assert plan.writes == ()
+    assert plan.status["rollout"]["verdict"] == "Analysing"
+    assert "waiting for 2 pods of version 2.0.0 to get copies" in plan.status["rollout"]["message"]
