@@ -15,6 +15,11 @@ IMAGE_REFERENCE_PATTERN = (
     r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"  # tag, digest
 )
 _IMAGE_REFERENCE = re.compile(IMAGE_REFERENCE_PATTERN)
+# A whole number of KiB, MiB, ... EiB, as a Kubernetes quantity spells it (1Gi, 512Mi).
+BINARY_QUANTITY_PATTERN = r"^[1-9][0-9]*(Ki|Mi|Gi|Ti|Pi|Ei)$"
+_BINARY_QUANTITY = re.compile(BINARY_QUANTITY_PATTERN)
+_BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+DEFAULT_BUNDLE_SIZE_LIMIT = "1Gi"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,9 @@ class OperatorConfig:
     # None: no leader election (a single replica).
     leader_election_namespace: str | None = None
     leader_election_id: str = "batcomputer-operator"
+    # The most a model's bundle may hold, in bytes: the fetcher refuses a larger one and the
+    # kubelet evicts a pod whose bundle volume outgrows it, so a bundle cannot fill a node.
+    bundle_size_limit: int = 1 << 30
 
     @property
     def liveness_endpoint(self) -> str:
@@ -52,6 +60,28 @@ def image_reference(value: str) -> str:
             f"{value!r:.120} is not an image reference REPOSITORY[:TAG][@sha256:<64 hex>]"
         )
     return value
+
+
+def binary_quantity(value: str) -> int:
+    """Bytes of a quantity such as ``1Gi`` or ``512Mi``; anything else is refused."""
+    text = value.strip()
+    if not _BINARY_QUANTITY.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{value!r:.40} is not a size in Ki, Mi, Gi, Ti, Pi or Ei (such as 1Gi or 512Mi)"
+        )
+    suffix = _BINARY_SUFFIXES.index(text[-2:]) + 1
+    return int(text[:-2]) * 1024**suffix
+
+
+def format_binary_quantity(size: int) -> str:
+    """``size`` bytes (a whole number of KiB) as Kubernetes writes it back: in the largest
+    unit that divides it, so a manifest matches what the API server stores."""
+    number, unit = size, ""
+    for suffix in _BINARY_SUFFIXES:
+        if number % 1024:
+            break
+        number, unit = number // 1024, suffix
+    return f"{number}{unit}"
 
 
 def _flag(value: str) -> bool:
@@ -132,6 +162,15 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="port of the Prometheus /metrics endpoint, 0 for none (env BATCOMPUTER_METRICS_PORT)",
     )
     parser.add_argument(
+        "--bundle-size-limit",
+        type=binary_quantity,
+        default=env.get("BATCOMPUTER_BUNDLE_SIZE_LIMIT") or DEFAULT_BUNDLE_SIZE_LIMIT,
+        metavar="QUANTITY",
+        help="most a model's bundle may hold, such as 1Gi or 512Mi: the size limit of its "
+        "pods' bundle volume and the fetcher's --max-bytes (env BATCOMPUTER_BUNDLE_SIZE_LIMIT, "
+        f"default {DEFAULT_BUNDLE_SIZE_LIMIT})",
+    )
+    parser.add_argument(
         "--leader-election-namespace",
         default=env.get("BATCOMPUTER_LEADER_ELECTION_NAMESPACE") or None,
         help="run as one of several replicas, active only while holding a Lease in this "
@@ -168,4 +207,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> OperatorConfig:
         metrics_port=args.metrics_port,
         leader_election_namespace=args.leader_election_namespace,
         leader_election_id=args.leader_election_id,
+        bundle_size_limit=args.bundle_size_limit,
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from batcomputer_bundle.names import CONNECTION_STRING_FILE, SAS_TOKEN_FILE
 from batcomputer_operator import diff
-from batcomputer_operator.config import OperatorConfig
+from batcomputer_operator.config import OperatorConfig, format_binary_quantity
 from batcomputer_operator.naming import (
     SERVING_ANNOTATION,
     TEMPLATE_HASH_ANNOTATION,
@@ -37,6 +37,12 @@ BUNDLE_DIR = f"{BUNDLE_VOLUME}/verified"
 # folder is empty and the server copies nothing.
 SHADOW_DIR = "/etc/batcomputer/shadow"
 SHADOW_FILE = "settings.json"
+# The server's /tmp holds the Prometheus multiprocess files (a few sparse 1 MiB files per
+# worker process, more for each worker that was restarted) and, where /dev/shm is not
+# writable, gunicorn's heartbeat files; requests are handled in memory, never spooled
+# there. 256Mi is far above that, and low enough that a runaway writer gets its pod
+# evicted rather than filling the node's disk.
+TMP_SIZE_LIMIT = "256Mi"
 RUN_AS = 10001
 DRAIN_SECONDS = 5
 
@@ -93,8 +99,9 @@ def _container_security() -> dict:
     }
 
 
-def _fetch_container(spec: BatModelSpec, image: str) -> dict:
+def _fetch_container(spec: BatModelSpec, image: str, bundle_size_limit: int) -> dict:
     args = ["--source", spec.source_uri, "--dest", BUNDLE_DIR]
+    args += ["--max-bytes", str(bundle_size_limit)]
     if spec.digest is not None:
         args += ["--digest", spec.digest]
     for file, digest in spec.sha256:
@@ -199,7 +206,10 @@ def deployment(owner: Owner, spec: BatModelSpec, config: OperatorConfig) -> dict
                         "annotations": version_annotation,
                     },
                     "spec": _pod_spec(
-                        spec, image, shadow_config_name(deployment_name(owner.name, spec.version))
+                        spec,
+                        image,
+                        shadow_config_name(deployment_name(owner.name, spec.version)),
+                        config.bundle_size_limit,
                     ),
                 }
             ),
@@ -207,7 +217,10 @@ def deployment(owner: Owner, spec: BatModelSpec, config: OperatorConfig) -> dict
     }
 
 
-def _pod_spec(spec: BatModelSpec, image: str, shadow_config: str) -> dict:
+def _pod_spec(spec: BatModelSpec, image: str, shadow_config: str, bundle_size_limit: int) -> dict:
+    # The fetcher refuses a bundle over the limit with a clear InvalidBundle; the volume's
+    # own limit is the kubelet's backstop (it evicts a pod whose volume outgrows it).
+    bundle_volume = {"sizeLimit": format_binary_quantity(bundle_size_limit)}
     return {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -218,11 +231,11 @@ def _pod_spec(spec: BatModelSpec, image: str, shadow_config: str) -> dict:
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [_fetch_container(spec, image)],
+        "initContainers": [_fetch_container(spec, image, bundle_size_limit)],
         "containers": [_server_container(spec, image)],
         "volumes": [
-            {"name": "bundle", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "bundle", "emptyDir": bundle_volume},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
             {"name": "shadow", "configMap": {"name": shadow_config, "optional": True}},
             *_credentials_volume(spec),
         ],

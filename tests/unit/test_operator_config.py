@@ -56,3 +56,26 @@ def test_a_misspelt_require_pinned_bundles_is_refused_not_read_as_false(capsys):
         load_config([], {"BATCOMPUTER_REQUIRE_PINNED_BUNDLES": "ture"})
     assert exited.value.code == 2
     assert "'ture' is not a boolean (true or false)" in capsys.readouterr().err
+
+
+def test_the_bundle_size_limit_is_a_binary_quantity_from_flag_or_environment():
+    assert load_config([], {}).bundle_size_limit == 1 << 30
+    env = {"BATCOMPUTER_BUNDLE_SIZE_LIMIT": "512Mi"}
+    assert load_config([], env).bundle_size_limit == 512 << 20
+    assert load_config(["--bundle-size-limit", "2Ti"], env).bundle_size_limit == 2 << 40
+    assert load_config(["--bundle-size-limit", "1536Ki"], {}).bundle_size_limit == 1536 << 10
+    assert load_config([], {"BATCOMPUTER_BUNDLE_SIZE_LIMIT": ""}).bundle_size_limit == 1 << 30
+
+
+@pytest.mark.parametrize(
+    "quantity", ["1G", "1gi", "0Gi", "01Gi", "-1Gi", "1.5Gi", "1073741824", "Gi", "1 Gi", "lots"]
+)
+def test_a_bundle_size_limit_that_is_not_a_binary_quantity_is_refused(quantity, capsys):
+    for argv, env in (
+        ([f"--bundle-size-limit={quantity}"], {}),
+        ([], {"BATCOMPUTER_BUNDLE_SIZE_LIMIT": quantity}),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            load_config(argv, env)
+        assert exited.value.code == 2
+        assert f"{quantity!r} is not a size in Ki, Mi, Gi, Ti, Pi or Ei" in capsys.readouterr().err

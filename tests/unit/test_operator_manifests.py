@@ -91,10 +91,23 @@ def test_pods_are_hardened():
         assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
         assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert pod["volumes"] == [
-        {"name": "bundle", "emptyDir": {}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "bundle", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         {"name": "shadow", "configMap": {"name": "crime-v1-4-2-shadow", "optional": True}},
     ]
+
+
+@pytest.mark.parametrize(
+    ("limit", "quantity"),
+    [(1 << 30, "1Gi"), (512 << 20, "512Mi"), (1536 << 20, "1536Mi"), (3 << 40, "3Ti")],
+)
+def test_the_bundle_size_limit_bounds_the_volume_and_the_fetcher(limit, quantity):
+    manifest = deployment(OWNER, _spec(), OperatorConfig(bundle_size_limit=limit))
+    fetch, _ = _containers(manifest)
+    volumes = {volume["name"]: volume for volume in _pod(manifest)["volumes"]}
+    # Written as the API server stores it, so the live Deployment never looks changed.
+    assert volumes["bundle"]["emptyDir"] == {"sizeLimit": quantity}
+    assert fetch["args"][fetch["args"].index("--max-bytes") + 1] == str(limit)
 
 
 def test_fetch_runs_first_with_the_bundle_digest_and_pinned_file_digests():
@@ -111,6 +124,8 @@ def test_fetch_runs_first_with_the_bundle_digest_and_pinned_file_digests():
         URI,
         "--dest",
         "/bundle/verified",
+        "--max-bytes",
+        str(1 << 30),
         "--digest",
         bundle_digest,
         "--sha256",
