@@ -1,5 +1,6 @@
 """The operator's Helm chart, checked with the real helm 3 binary (lint, template, package)."""
 
+import json
 import tarfile
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import yaml
 
 from batcomputer_dev.pytest_helm import HelmCommandError
-from batcomputer_operator.config import load_config
+from batcomputer_operator.config import BINARY_QUANTITY_PATTERN, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "batcomputer-operator"
@@ -103,6 +104,7 @@ def test_default_install_runs_the_published_operator_image(defaults):
     assert config.server_image == "ghcr.io/batcomputer/batcomputer-server:0.1.0"
     assert config.namespaces == (RELEASE_NAMESPACE,)
     assert config.require_pinned_bundles is False  # unpinned models served, marked Pinned=False
+    assert config.bundle_size_limit == 1 << 30
 
 
 def test_values_reach_the_operator_configuration(namespaced, helm):
@@ -111,7 +113,7 @@ def test_values_reach_the_operator_configuration(namespaced, helm):
         *("--set-json", 'watchNamespaces=["models","staging"]'),
         *("--set", "defaultIngressClass=nginx", "--set", "defaultIngressHost=ml.example.org"),
         *("--set", "serverImage=registry.example/server:2.0.0", "--set", "livenessPort=9090"),
-        *("--set", "requirePinnedBundles=true"),
+        *("--set", "requirePinnedBundles=true", "--set", "bundleSizeLimit=512Mi"),
     )
     container = _operator_container(docs)
     config = load_config([], _environment(container))
@@ -121,6 +123,8 @@ def test_values_reach_the_operator_configuration(namespaced, helm):
     assert config.server_image == "registry.example/server:2.0.0"
     assert config.liveness_port == 9090
     assert config.require_pinned_bundles is True
+    assert {"name": "BATCOMPUTER_BUNDLE_SIZE_LIMIT", "value": "512Mi"} in container["env"]
+    assert config.bundle_size_limit == 512 << 20
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert container["ports"][0] == {"name": "liveness", "containerPort": 9090, "protocol": "TCP"}
 
@@ -292,6 +296,9 @@ def test_rendered_crds_are_the_repository_crd(helm):
         (["--set", "watchNamespace=models"], "watchNamespace"),
         (["--set", "requirePinnedBundles=sometimes"], "/requirePinnedBundles"),
         (["--set", "watchAllNamespaces=yes"], "/watchAllNamespaces"),
+        (["--set", "bundleSizeLimit=1G"], "/bundleSizeLimit"),
+        (["--set", "bundleSizeLimit=0Gi"], "/bundleSizeLimit"),
+        (["--set", "bundleSizeLimit=1073741824"], "/bundleSizeLimit"),
     ],
     ids=[
         "pull-policy",
@@ -305,6 +312,9 @@ def test_rendered_crds_are_the_repository_crd(helm):
         "misspelt-key",
         "require-pinned-not-boolean",
         "watch-all-not-boolean",
+        "bundle-size-decimal-unit",
+        "bundle-size-zero",
+        "bundle-size-not-a-string",
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(helm, values, field):
@@ -312,3 +322,8 @@ def test_schema_rejects_bad_values_naming_the_field(helm, values, field):
     assert result.returncode != 0
     assert "don't meet the specifications of the schema" in result.stderr
     assert field in result.stderr
+
+
+def test_the_chart_accepts_exactly_the_bundle_size_limits_the_operator_does():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["bundleSizeLimit"]["pattern"] == BINARY_QUANTITY_PATTERN
