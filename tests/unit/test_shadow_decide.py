@@ -6,9 +6,11 @@ settings emptied after either, so no version copies once the rollout is over."""
 import copy
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from batcomputer_dev.gitops_health import argocd_health, kstatus
 from batcomputer_operator import manifests, shadow
 from batcomputer_operator.config import OperatorConfig
 from batcomputer_operator.decide import Snapshot, decide
@@ -18,6 +20,9 @@ from batcomputer_operator.spec import parse_spec
 CONFIG = OperatorConfig(server_image="registry.local/server:1")
 OWNER = manifests.Owner("crime", "models", "uid-crime")
 URI = "http://10.244.0.1:10000/devstoreaccount1/models/crime/"
+LUA = (
+    Path(__file__).resolve().parents[2] / "examples" / "gitops" / "argocd" / "batmodel-health.lua"
+).read_text()
 T0 = "2026-01-01T00:00:00Z"
 SHADOW = {
     "strategy": "Shadow",
@@ -413,3 +418,18 @@ def test_a_candidate_service_without_an_address_gets_no_copies_yet():
     assert plan.writes == ()
     assert plan.status["rollout"]["verdict"] == "Analysing"
     assert "waiting for 2 pods of version 2.0.0 to get copies" in plan.status["rollout"]["message"]
+
+
+def test_argo_cd_and_flux_see_the_analysis_progressing_and_a_rollback_degraded():
+    model, snapshot, _ = _copying()
+    analysing = decide(model, replace(snapshot, measured=AGREEING), CONFIG, T0)
+    seen = {**model, "status": analysing.status}
+    assert argocd_health(seen, LUA, "lua54").status == "Progressing"
+    assert kstatus(seen).status == "InProgress"
+    failed = replace(AGREEING, disagreement=0.2)
+    rolled_back = decide(model, replace(snapshot, measured=failed), CONFIG, T0)
+    seen = {**model, "status": rolled_back.status}
+    health = argocd_health(seen, LUA, "lua54")
+    assert health.status == "Degraded"
+    assert "maxDisagreement" in health.message
+    assert kstatus(seen).status == "Failed"
