@@ -7,8 +7,10 @@ and its cost at scale.
 With --models N: N BatModels with replicas 0 (only the control plane works, no pod
 starts) applied at once to one fresh namespace, with `batcomputer-operator` running
 on this host against it. Prints the time from the start of the apply until every
-model is Ready for its generation (and from the end of the apply), the operator's
-API requests per model by method (from its own /metrics) and the API server's
+model is Ready for its generation (and from the end of the apply), the CPU the
+API server, controller manager, etcd, the operator and the whole machine used
+meanwhile (in cores; the local cluster's control plane runs as host processes),
+the operator's API requests per model by method (from its own /metrics) and the API server's
 request counters by verb and resource (its /metrics, every client included, so
 other load on a shared cluster shows up there), the operator's requests over an
 idle stretch, its RSS, and how long one spec edit among the N takes to show in
@@ -213,6 +215,43 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+# The local cluster's control plane runs as host processes, so its CPU is read from /proc.
+_CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "etcd")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_processes(operator_pid: int) -> dict[str, list[int]]:
+    """Pids of the control plane's processes by name, and the operator's."""
+    found: dict[str, list[int]] = {"operator": [operator_pid]}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            program = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        name = os.path.basename(program.decode(errors="replace"))
+        if name in _CONTROL_PLANE:
+            found.setdefault(name, []).append(int(entry.name))
+    return found
+
+
+def _cpu_seconds(processes: dict[str, list[int]]) -> dict[str, float]:
+    """CPU time (user + system) each named group has used, and the machine's busy time."""
+    used = {}
+    for name, pids in processes.items():
+        used[name] = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[name] += (int(fields[11]) + int(fields[12])) / _TICKS
+    times = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    used["whole machine"] = (sum(times) - times[3] - times[4]) / _TICKS
+    return used
+
+
 def _ready_count(kubectl: _Kubectl, namespace: str) -> tuple[int, int]:
     models = json.loads(kubectl("get", "batmodels", "-n", namespace, "-o", "json"))["items"]
     return sum(_conditions(m).get("Ready") == "True" for m in models), len(models)
@@ -282,14 +321,20 @@ def _scale(kubectl: _Kubectl, local: LocalCluster, args: argparse.Namespace) -> 
         own_before = _operator_requests(metrics_port) if own else None
         server_before = _apiserver_requests(kubectl)
         manifest = _scale_manifest(namespace, args.models, "http://10.244.0.1:10000/none/1.0.0")
+        busy = _busy_processes(operator.pid)
+        cpu_before = _cpu_seconds(busy)
         started = time.monotonic()
         kubectl("apply", "-f", "-", input_text=manifest)
         applied = time.monotonic()
         _wait_all_ready(kubectl, namespace, args.models, timeout=1800)
         done = time.monotonic()
+        cpu = _cpu_seconds(busy)
         figures["all Ready from apply start"] = f"{done - started:.1f} s"
         figures["all Ready after apply finished"] = f"{done - applied:.1f} s"
         figures["apply itself"] = f"{applied - started:.1f} s"
+        for name, seconds in cpu.items():
+            cores = (seconds - cpu_before[name]) / (done - started)
+            figures[f"CPU of {name} from apply start to all Ready"] = f"{cores:.2f} cores"
         time.sleep(5)  # late status writes land
         server = _delta(_apiserver_requests(kubectl), server_before)
         for (verb, resource, sub), value in sorted(server.items()):
