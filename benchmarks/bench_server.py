@@ -7,7 +7,8 @@ Trains (or reuses) the Titanic RandomForest(100, depth 8) of the shipped configu
 then in one run:
 
 * the engine limit: onnxruntime called in-process on one core, one row and 1,000-row
-  batches (and the predictor: validation + encoding + engine);
+  batches of the bundle's held-out rows (and the predictor: validation + encoding +
+  engine, on the same rows as named inputs, which are also what the servers are sent);
 * the server of the base revision (default: the last gthread server that starts; the one
   right before the gevent workers could not import its bundle module) and the server of
   this tree (or of ``--new REV``), revisions checked out with ``git archive`` into a
@@ -43,7 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _served_model import BATCH_ROWS, BIN, WORKERS, get_json, start_server, train, wrk_post
+from _served_model import BATCH_ROWS, BIN, WORKERS, start_server, train, wrk_post
 
 REPO = Path(__file__).resolve().parents[1]
 NORMAL_REQUESTS = 20
@@ -91,7 +92,23 @@ print(json.dumps(_in_process_here({str(folder)!r})))
     return json.loads(output.strip().splitlines()[-1])
 
 
-def _in_process_here(folder: str) -> dict[str, float]:
+def _named_rows(predictor, matrix: np.ndarray) -> list[dict]:
+    """Encoded rows back as the named inputs a client sends."""
+    from batcomputer_bundle.bundle import CategoricalFeature
+
+    def value(feature, number: float):
+        if isinstance(feature, CategoricalFeature):
+            return next(label for label, code in feature.codes.items() if code == number)
+        return int(number) if feature.type == "integer" else float(number)
+
+    features = predictor.features
+    return [
+        {f.name: value(f, number) for f, number in zip(features, row, strict=True)}
+        for row in matrix.tolist()
+    ]
+
+
+def _in_process_here(folder: str) -> dict:
     from batcomputer_server.engines import OnnxEngine
     from batcomputer_server.predictor import Predictor
 
@@ -100,13 +117,15 @@ def _in_process_here(folder: str) -> dict[str, float]:
     rows = np.asarray(json.loads((Path(folder) / "bundle.json").read_text())["self_check"]["rows"])
     one = rows[:1]
     batch = np.resize(rows, (BATCH_ROWS, rows.shape[1]))
-    inputs = predictor.example()
+    inputs = _named_rows(predictor, batch)
+    if not np.array_equal(predictor.encode_many(inputs), batch):
+        raise RuntimeError("the held-out rows do not encode back to themselves")
     return {
         "onnx_one_per_s": _rate(lambda: engine.probabilities(one)),
         "onnx_batch_rows_per_s": _rate(lambda: engine.probabilities(batch)) * BATCH_ROWS,
-        "predictor_one_per_s": _rate(lambda: predictor.predict_one(inputs)),
-        "predictor_batch_rows_per_s": _rate(lambda: predictor.predict_many([inputs] * BATCH_ROWS))
-        * BATCH_ROWS,
+        "predictor_one_per_s": _rate(lambda: predictor.predict_one(inputs[0])),
+        "predictor_batch_rows_per_s": _rate(lambda: predictor.predict_many(inputs)) * BATCH_ROWS,
+        "rows": inputs,
     }
 
 
@@ -201,9 +220,9 @@ def _wrk_with_cpu(server_pid: int, port: int, *args) -> dict:
     return figures
 
 
-def _measure(server_pid: int, port: int, workdir: Path, options, example: dict) -> dict:
-    one_body = json.dumps(example)
-    batch_body = json.dumps([example] * BATCH_ROWS)
+def _measure(server_pid: int, port: int, workdir: Path, options, rows: list[dict]) -> dict:
+    one_body = json.dumps(rows[0])
+    batch_body = json.dumps(rows)
     figures = {}
     figures["single"] = _wrk_with_cpu(server_pid, port, one_body, workdir, options.duration, 8)
     figures["batch"] = _wrk_with_cpu(server_pid, port, batch_body, workdir, options.duration, 4)
@@ -231,13 +250,14 @@ def _measure(server_pid: int, port: int, workdir: Path, options, example: dict) 
     return figures
 
 
-def _serve_and_measure(command: list, env: dict, folder: Path, options: argparse.Namespace) -> dict:
+def _serve_and_measure(
+    command: list, env: dict, folder: Path, rows: list[dict], options: argparse.Namespace
+) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-server-"))
     try:
         process, port = start_server(command, folder, workdir, env)
         try:
-            example = get_json(f"http://127.0.0.1:{port}/api/predict/params")["example"]
-            return _measure(process.pid, port, workdir, options, example)
+            return _measure(process.pid, port, workdir, options, rows)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -333,6 +353,7 @@ def main() -> int:
     bundles = options.bundles or Path(tempfile.mkdtemp(prefix="bench-bundles-"))
     folder = train(bundles)
     limits = _in_process(folder)
+    rows = limits.pop("rows")
     checkouts = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     try:
         runs = {}
@@ -344,7 +365,7 @@ def main() -> int:
                 name = f"{label} {_check_out(revision, checkouts / label)}"
                 command = [sys.executable, "-m", "batcomputer_server.server_cli"]
                 env = {"PYTHONPATH": str(checkouts / label / "server-image")}
-            runs[name] = _serve_and_measure(command, env, folder, options)
+            runs[name] = _serve_and_measure(command, env, folder, rows, options)
     finally:
         shutil.rmtree(checkouts, ignore_errors=True)
         if options.bundles is None:
