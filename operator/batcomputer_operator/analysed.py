@@ -352,8 +352,9 @@ class ShadowRun:
         ]
         recheck = None
         if not writes and copying:
-            elapsed = _seconds(now) - _seconds(progress.step_started)
             measured = snapshot.measured or rollout.Measurement()
+            since = measured.counting_since
+            elapsed = _seconds(now) - _seconds(since) if since else 0.0
             decision = rollout.next_action(spec.rollout, 0, elapsed, measured)
             recheck = min(decision.recheck or ANALYSIS_INTERVAL_SECONDS, ANALYSIS_INTERVAL_SECONDS)
         else:

@@ -187,6 +187,7 @@ class Baselines:
 
     def __init__(self) -> None:
         self._steps: dict[str, tuple[Any, dict[str, Scrape]]] = {}
+        self._counting_since: dict[str, str] = {}
 
     def measure(self, model: str, step: Any, scrapes: Mapping[str, Scrape]) -> Scrape:
         """What the pods in `scrapes` (pod uid → scrape) counted since their first scrape
@@ -195,9 +196,18 @@ class Baselines:
         if seen_step != step:
             first = {}
             self._steps[model] = (step, first)
+            self._counting_since.pop(model, None)
         for pod, scrape in scrapes.items():
             first.setdefault(pod, scrape)
         return combined(growth(first[pod], scrape) for pod, scrape in scrapes.items())
 
+    def counting_since(self, model: str, counted: bool, now: str) -> str | None:
+        """When the measurements of `model`'s current step first `counted` something:
+        `now` the first time they do, None until then."""
+        if counted:
+            return self._counting_since.setdefault(model, now)
+        return self._counting_since.get(model)
+
     def forget(self, model: str) -> None:
         self._steps.pop(model, None)
+        self._counting_since.pop(model, None)

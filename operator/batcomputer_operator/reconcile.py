@@ -46,7 +46,7 @@ _log = logging.getLogger("batcomputer_operator")
 _BASELINES = analysis.Baselines()
 
 
-def measured(model: Mapping[str, Any], seen: Snapshot) -> Measurement | None:
+def measured(model: Mapping[str, Any], seen: Snapshot, now: str) -> Measurement | None:
     """What the candidate of `model`'s rollout did in its step so far: a Canary's from
     the metrics of its own pods that take traffic, a Shadow's from those of the serving
     version's pods, which send it copies and compare its answers. None when there is no
@@ -88,10 +88,11 @@ def measured(model: Mapping[str, Any], seen: Snapshot) -> Measurement | None:
         progress.get("stepStartedAt"),
     )
     try:
-        return measure(_BASELINES.measure(key, step, scrapes))
+        found = measure(_BASELINES.measure(key, step, scrapes))
     except analysis.MetricsError as error:
         _log.warning("%s: metrics unreadable: %s", key, error)
         return None
+    return replace(found, counting_since=_BASELINES.counting_since(key, found.requests > 0, now))
 
 
 def _wanted(model: Mapping[str, Any]) -> str | None:
@@ -195,7 +196,7 @@ def reconcile(
         return None
     executor = _Executor(kube, cache, namespace)
     seen = executor.snapshot(model)
-    seen = replace(seen, measured=measured(model, seen))
+    seen = replace(seen, measured=measured(model, seen, now))
     steps: list[Step] = []
     plan = Plan()
     for _ in range(_MAX_PLANS):

@@ -50,13 +50,17 @@ class Measurement:
     `requests`: requests it answered (Shadow: copies it was sent); `errors`: of those,
     5xx answers (Shadow: copies that failed or timed out); `p99_seconds`: its answer
     time's 99th percentile, None without samples; `disagreement`: Shadow only, the
-    largest mean |Δp| of any flag between the two versions, None without comparisons.
+    largest mean |Δp| of any flag between the two versions, None without comparisons;
+    `counting_since`: RFC 3339, when the analysis first counted one of `requests` in this
+    step (None: not yet). A Shadow's duration runs from then, so the time its serving
+    pods take to receive their shadow settings does not shorten the comparison.
     """
 
     requests: int = 0
     errors: int = 0
     p99_seconds: float | None = None
     disagreement: float | None = None
+    counting_since: str | None = None
 
 
 @dataclass(frozen=True)

@@ -173,3 +173,19 @@ def test_forgotten_baselines_start_over():
     baselines.forget("uid-unknown")
     measured = baselines.measure("uid-1", 0, {"pod-a": _page("candidate-after.txt")})
     assert analysis.canary_measurement(measured).requests == 0
+
+
+def test_counting_starts_at_the_first_measurement_that_counted_and_restarts_with_the_step():
+    baselines = analysis.Baselines()
+    page = _page("candidate-before.txt")
+    baselines.measure("uid-1", ("2.0.0", 0), {"pod-a": page})
+    assert baselines.counting_since("uid-1", False, "2026-01-01T00:00:05Z") is None
+    assert baselines.counting_since("uid-1", True, "2026-01-01T00:01:05Z") == "2026-01-01T00:01:05Z"
+    assert baselines.counting_since("uid-1", True, "2026-01-01T00:01:10Z") == "2026-01-01T00:01:05Z"
+    assert (
+        baselines.counting_since("uid-1", False, "2026-01-01T00:01:15Z") == "2026-01-01T00:01:05Z"
+    )
+    baselines.measure("uid-1", ("2.0.1", 0), {"pod-a": page})
+    assert baselines.counting_since("uid-1", False, "2026-01-01T00:02:00Z") is None
+    baselines.forget("uid-1")
+    assert baselines.counting_since("uid-2", False, "2026-01-01T00:02:00Z") is None

@@ -35,7 +35,9 @@ SHADOW = {
         "minRequests": 10,
     },
 }
-AGREEING = Measurement(requests=100, errors=0, p99_seconds=0.02, disagreement=0.001)
+AGREEING = Measurement(
+    requests=100, errors=0, p99_seconds=0.02, disagreement=0.001, counting_since=T0
+)
 COPIES = {"url": "http://10.96.0.20:80", "percent": 50}
 # The address the API server gives each Service the plans create.
 CLUSTER_IPS = {"crime": "10.96.0.10", "crime-v2-0-0": "10.96.0.20"}
@@ -324,9 +326,24 @@ def test_a_failing_shadow_is_rolled_back_naming_the_threshold(measured, threshol
     assert settled.transitions == ()
 
 
+def test_the_duration_runs_from_the_first_copy_counted_not_from_the_rollouts_start():
+    # The serving pods get their settings from the kubelet up to a minute after the write.
+    model, snapshot, _ = _copying()
+    none_yet = decide(
+        model, replace(snapshot, measured=Measurement()), CONFIG, "2026-01-01T00:01:00Z"
+    )
+    assert none_yet.status["rollout"]["verdict"] == "Analysing"
+    late = replace(AGREEING, counting_since="2026-01-01T00:01:05Z")
+    within = decide(model, replace(snapshot, measured=late), CONFIG, "2026-01-01T00:01:20Z")
+    assert within.status["rollout"]["verdict"] == "Analysing"
+    assert within.recheck == 5.0
+    over = decide(model, replace(snapshot, measured=late), CONFIG, "2026-01-01T00:01:26Z")
+    assert over.status["rollout"]["verdict"] == "Promoted"
+
+
 def test_too_few_copies_wait_past_the_duration():
     model, snapshot, _ = _copying()
-    few = replace(snapshot, measured=Measurement(requests=3, errors=3))
+    few = replace(snapshot, measured=Measurement(requests=3, errors=3, counting_since=T0))
     plan = decide(model, few, CONFIG, "2026-01-01T00:01:00Z")
     assert plan.writes == () and not plan.stalled
     assert plan.status["rollout"]["message"] == "shadow at 50 %: waiting for 10 requests"
