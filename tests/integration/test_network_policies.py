@@ -106,14 +106,26 @@ def test_monitoring_may_scrape_models_and_the_operator_on_their_metrics_ports(cl
 def test_nobody_else_reaches_a_model(cluster):
     edges, models, _ = cluster
     callers = {source for (source, destination) in edges if destination in models}
-    # The operator reads the models' /metrics to analyse Canary rollouts.
-    assert callers == {"models/neighbour", "monitoring/prometheus", OPERATOR}
+    # The operator reads the models' /metrics to analyse Canary rollouts; model pods call
+    # each other with a Shadow rollout's copies.
+    assert callers == {"models/neighbour", "monitoring/prometheus", OPERATOR, *models}
 
 
-def test_model_pods_reach_only_dns_and_the_blob_endpoint(cluster):
+def test_model_pods_reach_each_other_on_the_serving_port_only(cluster):
+    edges, models, _ = cluster
+    for source in models:
+        for destination in set(models) - {source}:
+            assert edges[(source, destination)] == SERVING
+
+
+def test_model_pods_reach_only_dns_the_blob_endpoint_and_model_pods(cluster):
     edges, models, _ = cluster
     for model in models:
-        reached = {dst: allowed for (src, dst), allowed in edges.items() if src == model}
+        reached = {
+            dst: allowed
+            for (src, dst), allowed in edges.items()
+            if src == model and dst not in models
+        }
         assert reached.pop("10.244.0.1") == {
             "{protocols:TCP,dst_ports:53,10000}",
             "{protocols:UDP,dst_ports:53}",
