@@ -9,12 +9,15 @@ worker answers it in the same JSON shape (see ``worker``).
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from batcomputer_server import scoring
 from batcomputer_server.metrics import Metrics
+
+_log = logging.getLogger(__name__)
 
 WSGIApp = Callable[..., Iterable[bytes]]
 
@@ -105,9 +108,15 @@ class FastPredict:
         ):
             return self._app(environ, start_response)
         started = time.perf_counter()
-        status, payload = self._scorer.score(
-            "application/json", environ[BODY_KEY], copy=COPY_ENVIRON_KEY in environ
-        )
+        try:
+            status, payload = self._scorer.score(
+                "application/json", environ[BODY_KEY], copy=COPY_ENVIRON_KEY in environ
+            )
+        except Exception:
+            # As the app's own handler: a JSON 500, and counted, so a rollout's analysis
+            # sees a version whose model fails at run time.
+            _log.exception("unexpected error on POST /api/predict")
+            status, payload = 500, scoring.error_body("internal error; see the server log")
         if 400 <= status < 500:
             self._metrics.input_errors.labels(str(status)).inc()
         self._metrics.observe("/api/predict", "POST", status, time.perf_counter() - started)

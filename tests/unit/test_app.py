@@ -248,3 +248,29 @@ def test_an_unready_server_stays_up_and_explains_why():
     info = client.get("/api/info").get_json()
     assert info["status"] == "unready" and "sha256 mismatch" in info["error"]
     assert "batcomputer_ready 0.0" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_a_model_failing_at_run_time_is_a_counted_json_500(tmp_path, caplog):
+    # A verified model can still fail on some inputs (an engine raising on values its
+    # self-check never used); a Canary's analysis must see those answers as errors.
+    predictor = Predictor.load(write_bundle(tmp_path / "titanic" / "1.0.0"))
+    probabilities = predictor.engine.probabilities
+
+    def failing_for_the_old(encoded):
+        if (encoded == 68.0).any():
+            raise RuntimeError("engine refused the input")
+        return probabilities(encoded)
+
+    predictor.engine.probabilities = failing_for_the_old
+    client = create_app(predictor, metrics=Metrics()).test_client()
+    assert _post(client, PASSENGER).status_code == 200
+    with caplog.at_level(logging.ERROR):
+        answer = _post(client, {**PASSENGER, "age": 68.0})
+    assert answer.status_code == 500
+    assert answer.get_json()["error"] == "internal error; see the server log"
+    assert "engine refused the input" in caplog.text
+    text = client.get("/metrics").get_data(as_text=True)
+    assert (
+        'batcomputer_http_requests_total{method="POST",route="/api/predict",status="500"} 1.0'
+        in text
+    )
