@@ -193,8 +193,10 @@ def test_a_disagreeing_version_is_rolled_back_having_answered_no_caller(
     # Every caller got 1.0.0's answer, never 1.1.0's, which differs.
     assert {version for _, version in traffic.answers} == {"1.0.0"}
     assert set(traffic.predicted) == {served}
-    # The candidate answered copies, and nothing but copies.
-    assert answered is not None and 0 < answered <= sent
+    # The candidate answered nothing but copies (that it was sent some, the verdict shows:
+    # maxDisagreement is measured on compared copies only). The last reading during the
+    # analysis may predate its first answer when the verdict comes at once.
+    assert answered is not None and answered <= sent
     assert ("Shadow", "shadow", "Analysing") in seen
     stalled = condition(model, "Stalled")
     assert "maxDisagreement" in stalled["message"]
