@@ -188,8 +188,17 @@ def test_a_settings_file_starts_and_stops_shadowing_without_a_restart(trained_bu
             assert copying
             staged.write_text("{}")
             staged.rename(settings)
-            time.sleep(6)
-            _send(serving.url, PASSENGERS)  # each worker looks again, and stops
+            # A worker looks again on the requests it answers; which worker gets them is
+            # the kernel's choice, so send until every copying worker has stopped.
+            stopped = _wait_for(
+                lambda: (
+                    _send(serving.url, PASSENGERS)
+                    and serving.log_text().count("no longer copying predictions")
+                    >= serving.log_text().count("copying 100 % of predictions to ")
+                ),
+                timeout=30,
+            )
+            assert stopped
             time.sleep(1)
             stopped_at = _copies(_scrape(serving.url), "compared")
             _send(serving.url, PASSENGERS)
