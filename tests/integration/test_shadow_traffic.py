@@ -191,11 +191,7 @@ def test_a_settings_file_starts_and_stops_shadowing_without_a_restart(trained_bu
             # A worker looks again on the requests it answers; which worker gets them is
             # the kernel's choice, so send until every copying worker has stopped.
             stopped = _wait_for(
-                lambda: (
-                    _send(serving.url, PASSENGERS)
-                    and serving.log_text().count("no longer copying predictions")
-                    >= serving.log_text().count("copying 100 % of predictions to ")
-                ),
+                lambda: _send(serving.url, PASSENGERS) and _every_worker_stopped(serving),
                 timeout=30,
             )
             assert stopped
@@ -328,3 +324,10 @@ def test_bad_shadow_settings_are_usage_errors(trained_bundles, tmp_path):
         )
         assert result.returncode == 2, (flags, result.stderr)
         assert message in result.stderr, (flags, result.stderr)
+
+
+def _every_worker_stopped(serving) -> bool:
+    log = serving.log_text()
+    return log.count("no longer copying predictions") >= log.count(
+        "copying 100 % of predictions to "
+    )
