@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
 
 from batcomputer_bundle import bundle, safe_pickle
@@ -24,6 +26,8 @@ Allowed = list[str] | dict[str, float | None] | None
 
 _NUMBER_TYPES = (int, float)
 _NUMBER_TYPE_SET = frozenset(_NUMBER_TYPES)
+# orjson parses integers up to 2**64 - 1 exactly; msgspec bounds on integers must fit an int64.
+_INT64_MINIMUM, _INT64_MAXIMUM = -(2**63), 2**63 - 1
 
 
 class InputError(ValueError):
@@ -78,6 +82,88 @@ def _column(index: int, feature: Feature) -> _Column:
         math.inf if feature.maximum is None else feature.maximum,
         getter,
     )
+
+
+def _row_field_type(column: _Column) -> Any:
+    """The msgspec type that accepts exactly the JSON values ``encode_many`` accepts
+    for this column (it may refuse more: those rows go the slow way)."""
+    if column.codes is not None:
+        return Literal[tuple(column.codes)]
+    bounds = {"ge": column.minimum, "le": column.maximum}
+    fraction = msgspec.Meta(
+        **{key: bound for key, bound in bounds.items() if not math.isinf(bound)},
+        **({"multiple_of": 1} if column.integer else {}),
+    )
+    return Annotated[int, _whole_number_bounds(column)] | Annotated[float, fraction]
+
+
+def _whole_number_bounds(column: _Column) -> msgspec.Meta:
+    # A JSON integer stays a Python int, as orjson leaves it, and is compared with the
+    # bounds exactly: for an integer n, n >= 0.42 is n >= 1. msgspec bounds an int only
+    # within an int64; integers beyond go the slow way.
+    low = _INT64_MINIMUM if math.isinf(column.minimum) else math.ceil(column.minimum)
+    high = _INT64_MAXIMUM if math.isinf(column.maximum) else math.floor(column.maximum)
+    low, high = max(low, _INT64_MINIMUM), min(high, _INT64_MAXIMUM)
+    if low > high:  # no int64 in range: every integer goes the slow way
+        low, high = _INT64_MAXIMUM, _INT64_MINIMUM
+    return msgspec.Meta(ge=low, le=high)
+
+
+class _BatchDecoder:
+    """A JSON array of valid input objects → its rows and the encoded matrix, in one go.
+
+    msgspec parses and validates the body into one ``Struct`` per row, without a dict or
+    a Python-level check per value; the values then reach the float64 matrix row-major
+    through one ``struct.pack_into``. Anything it refuses (malformed JSON, a wrong type,
+    a missing or unknown input, a value out of range, too many rows) decodes to None, so
+    that ``encode_many`` names the mistake as it always has.
+    """
+
+    def __init__(self, columns: Sequence[_Column], max_rows: int) -> None:
+        # Attribute names of their own: a feature may be called anything, "__init__" too.
+        fields = [(f"input_{c.index}", _row_field_type(c)) for c in columns]
+        row_type = msgspec.defstruct(
+            "InputRow",
+            fields,
+            forbid_unknown_fields=True,
+            rename={f"input_{c.index}": c.name for c in columns},
+            gc=False,  # rows hold only strings and numbers, never a cycle
+        )
+        size = msgspec.Meta(min_length=1, max_length=max_rows)
+        self._decoder = msgspec.json.Decoder(Annotated[list[row_type], size])
+        self._names = [c.name for c in columns]
+        self._width = len(columns)
+        self._categorical = [(c.index, c.float_codes) for c in columns if c.float_codes is not None]
+
+    def decode(self, body: bytes) -> DecodedBatch | None:
+        try:
+            rows = self._decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        width = self._width
+        values = list(chain.from_iterable(map(msgspec.structs.astuple, rows)))
+        for index, float_codes in self._categorical:
+            values[index::width] = map(float_codes.__getitem__, values[index::width])
+        matrix = np.empty((len(rows), width), dtype=np.float64)
+        struct.pack_into(f"{len(values)}d", matrix, 0, *values)
+        return DecodedBatch(rows, self._names, matrix)
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A batch that ``_BatchDecoder`` found valid: its rows and their encoded matrix."""
+
+    rows: list[Any]
+    names: list[str]
+    matrix: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def objects(self, indexes: Iterable[int]) -> list[dict[str, Any]]:
+        """These rows as the input objects orjson gives for them."""
+        rows, names = self.rows, self.names
+        return [dict(zip(names, msgspec.structs.astuple(rows[i]), strict=True)) for i in indexes]
 
 
 def _numeric_problem(column: _Column, value: Any) -> str | None:
@@ -299,6 +385,15 @@ class Predictor:
         problem = _numeric_problem(column, values[bad]) or f"{column.name!r} is not valid"
         raise InputError(column.name, problem, column.allowed, row=bad)
 
+    def batch_decoder(self, max_rows: int) -> Callable[[bytes], DecodedBatch | None]:
+        """A JSON body → the batch of at most ``max_rows`` valid input objects it holds,
+        or None for anything else (``encode_many`` on the parsed body then says why)."""
+        return _BatchDecoder(self._columns, max_rows).decode
+
+    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        """An encoded batch → its probabilities, as ``probabilities_many`` gives them."""
+        return np.ascontiguousarray(_clipped(self.engine.probabilities(matrix)), dtype=np.float64)
+
     def predict_one(self, inputs: Any) -> dict[str, float]:
         probabilities = self.engine.probabilities(self.encode_one(inputs))
         return dict(zip(self.flags, _clipped(probabilities)[0].tolist(), strict=True))
@@ -306,8 +401,7 @@ class Predictor:
     def probabilities_many(self, rows: Any) -> np.ndarray:
         """A list of input objects → a C-ordered float64 ``(len(rows), len(flags))`` matrix
         of probabilities, in ``flags`` order."""
-        probabilities = _clipped(self.engine.probabilities(self.encode_many(rows)))
-        return np.ascontiguousarray(probabilities, dtype=np.float64)
+        return self.probabilities(self.encode_many(rows))
 
     def predict_many(self, rows: Any) -> list[dict[str, float]]:
         return self.labelled(self.probabilities_many(rows))

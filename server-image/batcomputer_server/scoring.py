@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from batcomputer_server import drift
 from batcomputer_server.metrics import Metrics
-from batcomputer_server.predictor import InputError, Predictor
+from batcomputer_server.predictor import DecodedBatch, InputError, Predictor
 
 REASONS = {
     200: "OK",
@@ -82,8 +83,14 @@ def _parse_body(body: bytes) -> Any:
         raise _MalformedJSONError(f"the request body is not valid JSON: {error}") from None
 
 
-def _ignore(_: Any) -> None:
-    pass
+def _drift_sample(rows: int) -> Sequence[int]:
+    """The rows of a batch that ``drift.DriftMonitor.observe_rows`` looks at: an evenly
+    spaced sample of at most ``drift.ROWS_PER_REQUEST``, so handing it only those gives
+    it what it would pick from the whole batch."""
+    if rows <= drift.ROWS_PER_REQUEST:
+        return range(rows)
+    step = rows / drift.ROWS_PER_REQUEST
+    return [int(i * step) for i in range(drift.ROWS_PER_REQUEST)]
 
 
 class Scorer:
@@ -103,10 +110,15 @@ class Scorer:
         # Shadow traffic gets the body and the answer once the caller's is settled.
         self._mirror = mirror
         # Input drift sees every parsed body, refused or not (see drift.py).
-        self._observe_rows = observe_rows or _ignore
+        self._observe_rows = observe_rows
         self._metrics = metrics
         self._max_batch_rows = max_batch_rows
         self._load_error = load_error
+        # A valid batch skips orjson and encode_many; anything else takes that way to
+        # the very answer it always got.
+        self._decode_batch = (
+            predictor.batch_decoder(max_batch_rows) if predictor is not None else None
+        )
 
     def score(self, mimetype: str, body: bytes, *, copy: bool = False) -> tuple[int, bytes]:
         """``copy``: the request is another server's shadow copy, never copied on."""
@@ -115,9 +127,14 @@ class Scorer:
             return 503, error_body(f"the model is not ready: {self._load_error}")
         if mimetype != "application/json":
             return 415, error_body("send the inputs as JSON with Content-Type: application/json")
+        if self._decode_batch is not None:
+            batch = self._decode_batch(body)
+            if batch is not None:
+                return self._score_batch(predictor, batch, body, copy)
         try:
             inputs = _parse_body(body)
-            self._observe_rows(inputs)
+            if self._observe_rows is not None:
+                self._observe_rows(inputs)
             if type(inputs) is list:
                 if len(inputs) > self._max_batch_rows:
                     limit = {"minimum": 1, "maximum": self._max_batch_rows}
@@ -134,13 +151,26 @@ class Scorer:
                 refusal["row"] = error.row
             return 400, encode(refusal)
         if type(inputs) is list:
-            self._metrics.predicted_rows.inc(len(inputs))
-            payload = labelled_rows(predictor.flags, probabilities)
-        else:
-            self._metrics.predicted_rows.inc()
-            payload = encode(result)
+            return self._answer_batch(predictor, len(inputs), probabilities, body, copy)
+        self._metrics.predicted_rows.inc()
+        if self._mirror is not None and not copy:
+            self._mirror(body, result)
+        return 200, encode(result)
+
+    def _score_batch(
+        self, predictor: Predictor, batch: DecodedBatch, body: bytes, copy: bool
+    ) -> tuple[int, bytes]:
+        if self._observe_rows is not None:
+            self._observe_rows(batch.objects(_drift_sample(len(batch))))
+        probabilities = predictor.probabilities(batch.matrix)
+        return self._answer_batch(predictor, len(batch), probabilities, body, copy)
+
+    def _answer_batch(
+        self, predictor: Predictor, rows: int, probabilities: np.ndarray, body: bytes, copy: bool
+    ) -> tuple[int, bytes]:
+        self._metrics.predicted_rows.inc(rows)
+        payload = labelled_rows(predictor.flags, probabilities)
         if self._mirror is not None and not copy:
             # Only a shadowed server needs the batch's answer as objects.
-            answer = predictor.labelled(probabilities) if type(inputs) is list else result
-            self._mirror(body, answer)
+            self._mirror(body, predictor.labelled(probabilities))
         return 200, payload
