@@ -32,6 +32,7 @@ from batcomputer_dev.pytest_bundles import train_bundle
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "batmodels.batcomputer.io.yaml"
 OPERATOR = Path(sys.executable).parent / "batcomputer-operator"
+SECRET = "blob-reader"  # the blob credentials Secret in each operator test namespace
 
 
 def install_crd(cluster) -> None:
@@ -157,36 +158,40 @@ def wait_settled(cluster, name, namespace, kind="Ready", reason=None, *, timeout
 
 @dataclass
 class Load:
-    """Predictions and version look-ups through the Service, one after the other, until
-    stopped: what each prediction and look-up answered (with when), and every failure."""
+    """Predictions of `passenger` and version look-ups through the Service, one after the
+    other, until stopped: what each prediction and look-up answered (with when), and every
+    failure (with when)."""
 
     cluster: object
     name: str
     namespace: str
+    passenger: Mapping[str, Any] = field(default_factory=lambda: TITANIC_PASSENGER)
     answers: list[tuple[float, str]] = field(default_factory=list)
     predicted: list[str] = field(default_factory=list)  # each prediction's answer, as JSON
     predictions: int = 0
-    failures: list[str] = field(default_factory=list)
+    failures: list[tuple[float, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 answer = call_service(
-                    self.cluster, self.name, self.namespace, "/api/predict", body=TITANIC_PASSENGER
+                    self.cluster, self.name, self.namespace, "/api/predict", body=self.passenger
                 )
                 self.predicted.append(json.dumps(answer, sort_keys=True))
                 self.predictions += 1
                 info = call_service(self.cluster, self.name, self.namespace, "/api/info")
                 self.answers.append((time.monotonic(), info["version"]))
             except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-                self.failures.append(f"{time.monotonic():.1f}: {error}")
+                self.failures.append((time.monotonic(), str(error)))
 
 
 @contextlib.contextmanager
-def load_through_service(cluster, name: str, namespace: str) -> Iterator[Load]:
+def load_through_service(
+    cluster, name: str, namespace: str, passenger: Mapping[str, Any] = TITANIC_PASSENGER
+) -> Iterator[Load]:
     """A `Load` on the model's Service from a thread of its own, stopped on leaving."""
-    traffic = Load(cluster, name, namespace)
+    traffic = Load(cluster, name, namespace, passenger)
     thread = threading.Thread(target=traffic.run, daemon=True)
     thread.start()
     try:

@@ -3,32 +3,47 @@
 A good version goes through its steps (a share of the pods each, analysed from its pods'
 own /metrics) and is promoted with no request failing; a version that cannot meet a
 threshold is rolled back, Stalled with reason AnalysisFailed naming the threshold, while
-the serving version answers every request.
+the serving version answers every request; a version that answers errors is rolled back
+within one analysis interval of its first error.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import time
-from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 from _operator_support import (
+    SECRET,
     children,
     condition,
-    load_through_service,
-    model_namespace,
-    running_operator,
     serve,
     settled,
     titanic_releases,
     wait_settled,
 )
+from onnx import TensorProto, helper, numpy_helper
 
-from batcomputer_dev.kube_testing import find, kubectl_json, patch_spec, wait_for
+from batcomputer_bundle import bundle
+from batcomputer_dev.kube_testing import (
+    TITANIC_PASSENGER,
+    find,
+    kubectl_json,
+    patch_spec,
+    publish,
+    wait_for,
+)
+from batcomputer_dev.pytest_bundles import train_bundle
+from batcomputer_operator.analysed import ANALYSIS_INTERVAL_SECONDS
 
-SECRET = "blob-reader"
 CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+# The failing release fails for passengers older than this; its self-check rows and its
+# example are all younger, so it loads, passes its checks and becomes Ready.
+FAILING_ABOVE_AGE = 60.0
+OLDER_PASSENGER = {**TITANIC_PASSENGER, "age": 70}
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +53,53 @@ def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def namespace(kube_cluster, pod_azurite) -> Iterator[str]:
-    with model_namespace(kube_cluster, pod_azurite, SECRET) as name:
-        yield name
+def failing_release(pod_azurite, tmp_path_factory) -> dict:
+    """titanic 1.0.2, whose model answers younger passengers and fails at run time for
+    older ones, published as `batcomputer-publish` prints it."""
+    folder = train_bundle("titanic", "1.0.2", tmp_path_factory.mktemp("failing"))
+    _fail_for_passengers_older_than(folder, FAILING_ABOVE_AGE)
+    spec = publish(pod_azurite, pod_azurite.make_container("canary-failing"), folder)["spec"]
+    spec["source"]["credentialsSecret"] = SECRET
+    return spec
 
 
-@pytest.fixture(scope="module")
-def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterator[None]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with running_operator(kube_cluster, namespace, log, "--server-image", server_image):
-        yield
-
-
-@pytest.fixture
-def load():
-    with contextlib.ExitStack() as stack:
-        yield lambda *where: stack.enter_context(load_through_service(*where))
+def _fail_for_passengers_older_than(folder: Path, age: float) -> None:
+    """Rewrite the bundle's model.onnx so that a row whose age is above `age` fails in
+    onnxruntime (a Gather out of bounds), then its bundle.json to match: the bundle stays
+    verified, and the model agrees with scikit-learn on every row it is checked with."""
+    manifest = json.loads((folder / bundle.MANIFEST_FILE).read_text())
+    age_column = [feature["name"] for feature in manifest["features"]].index("age")
+    assert max(row[age_column] for row in manifest["self_check"]["rows"]) < age
+    model = onnx.load(folder / "model.onnx")
+    graph = model.graph
+    (features,) = graph.input
+    (probabilities,) = (output for output in graph.output if output.name == "probabilities")
+    for node in graph.node:
+        node.output[:] = ["scored" if out == "probabilities" else out for out in node.output]
+    as_input = helper.tensor_dtype_to_np_dtype(features.type.tensor_type.elem_type)
+    as_output = helper.tensor_dtype_to_np_dtype(probabilities.type.tensor_type.elem_type)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([age_column], dtype=np.int64), "age_column"),
+            numpy_helper.from_array(np.array(age, dtype=as_input), "age_limit"),
+            numpy_helper.from_array(np.zeros(1, dtype=as_output), "one_zero"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Gather", [features.name, "age_column"], ["age"], axis=1),
+            helper.make_node("Greater", ["age", "age_limit"], ["older"]),
+            helper.make_node("Cast", ["older"], ["slot"], to=TensorProto.INT64),
+            # Slot 1, an older passenger's, is beyond the one-element tensor.
+            helper.make_node("Gather", ["one_zero", "slot"], ["zero"], axis=0),
+            helper.make_node("Add", ["scored", "zero"], ["probabilities"]),
+        ]
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, folder / "model.onnx")
+    manifest["files"] = bundle.describe_files(folder, list(manifest["files"]))
+    bundle.write_manifest(folder, manifest)
+    bundle.verify_folder(folder)
 
 
 def _steps_seen(cluster, name: str, namespace: str, until, timeout: float) -> list[tuple]:
@@ -190,3 +236,56 @@ def test_a_canary_that_misses_a_threshold_is_rolled_back_while_the_old_version_s
     )["items"]
     assert [event["type"] for event in events] == ["Warning"]
     assert "maxP99LatencySeconds" in events[0]["message"]
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_canary_answering_errors_is_rolled_back_within_one_analysis_interval(
+    kube_cluster, namespace, releases, failing_release, load
+):
+    name = "canary-errors"
+    rollout = {
+        "strategy": "Canary",
+        # A step far longer than the test: only the analysis can end it.
+        "steps": [{"weight": 50, "pause": "10m"}],
+        # From its first answer on, each pass has the evidence it needs: the first error
+        # fails the ratio at the next pass.
+        "analysis": {"maxErrorRatio": 0.05, "minRequests": 1},
+    }
+    serve(kube_cluster, namespace, name, {**releases["1.0.0"], "replicas": 2, "rollout": rollout})
+    younger = load(kube_cluster, name, namespace)
+    older = load(kube_cluster, name, namespace, OLDER_PASSENGER)
+    patch_spec(kube_cluster, name, namespace, failing_release)
+    model = wait_settled(kube_cluster, name, namespace, "Stalled", "AnalysisFailed", timeout=240)
+    verdict = time.monotonic()
+    wait_for(
+        lambda: [
+            d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
+        ],
+        lambda names: names == [f"{name}-v1-0-0"],
+        "the 1.0.2 Deployment to go",
+        timeout=60,
+    )
+    back = time.monotonic()
+    time.sleep(3)
+    for traffic in (younger, older):
+        traffic.stop.set()
+    errors = [at for at, _ in older.failures]
+    assert errors, "no older passenger was ever sent to 1.0.2"
+    first_error = min(errors)
+    print(
+        f"first error answered by 1.0.2 to rollback verdict: {verdict - first_error:.1f} s; "
+        f"last error {max(errors) - first_error:.1f} s after the first; "
+        f"{len(errors)} of {older.predictions + len(errors)} older passengers failed; "
+        f"younger: {younger.predictions} predictions, {len(younger.failures)} failed"
+    )
+    # The verdict's pass comes within one interval of the first error; the rest of the
+    # allowance is the scrape, the status write and this test's polling.
+    assert verdict - first_error <= ANALYSIS_INTERVAL_SECONDS + 3
+    assert younger.failures == []
+    assert {error for _, error in older.failures} == {"HTTP Error 500: Internal Server Error"}
+    assert max(errors) < back
+    assert {version for at, version in older.answers if at > back} == {"1.0.0"}
+    assert model["status"]["rollout"]["failedThreshold"] == "maxErrorRatio"
+    assert model["status"]["rollout"]["verdict"] == "RolledBack"
+    assert "maxErrorRatio" in condition(model, "Stalled")["message"]
+    assert model["status"]["servingVersion"] == "1.0.0"

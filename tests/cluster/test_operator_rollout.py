@@ -13,12 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from _operator_support import (
+    SECRET,
     children,
     condition,
     create_batmodel,
@@ -38,26 +38,12 @@ from batcomputer_dev.kube_testing import (
 )
 
 BIN = Path(sys.executable).parent
-SECRET = "blob-reader"
 
 
 @pytest.fixture(scope="module")
 def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
     workdir = tmp_path_factory.mktemp("retrained")
     return titanic_releases(pod_azurite, trained_bundles, workdir, "operator", SECRET)
-
-
-@pytest.fixture(scope="module")
-def namespace(kube_cluster, pod_azurite) -> Iterator[str]:
-    with model_namespace(kube_cluster, pod_azurite, SECRET) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterator[None]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with running_operator(kube_cluster, namespace, log, "--server-image", server_image):
-        yield
 
 
 def _model(cluster, name: str, namespace: str) -> dict | None:

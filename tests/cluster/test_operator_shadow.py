@@ -9,18 +9,14 @@ copying stops and no ConfigMap is left naming a URL.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 from _operator_support import (
+    SECRET,
     children,
     condition,
-    load_through_service,
-    model_namespace,
-    running_operator,
     serve,
     settled,
     titanic_releases,
@@ -38,7 +34,6 @@ from batcomputer_dev.kube_testing import (
 from batcomputer_dev.pytest_bundles import train_bundle
 from batcomputer_operator.scrape import ScrapeError, scrape
 
-SECRET = "blob-reader"
 # The kubelet brings a ConfigMap's change to the pods on its sync period (about a
 # minute), after the candidate's pods are up: the analysis starts that much later.
 VERDICT_TIMEOUT = 360
@@ -54,25 +49,6 @@ def releases(pod_azurite, trained_bundles, tmp_path_factory) -> dict[str, dict]:
     spec = publish(pod_azurite, pod_azurite.make_container("shadow-other"), other)["spec"]
     spec["source"]["credentialsSecret"] = SECRET
     return {**specs, "1.1.0": spec}
-
-
-@pytest.fixture(scope="module")
-def namespace(kube_cluster, pod_azurite) -> Iterator[str]:
-    with model_namespace(kube_cluster, pod_azurite, SECRET) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def operator(kube_cluster, server_image, namespace, tmp_path_factory) -> Iterator[None]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with running_operator(kube_cluster, namespace, log, "--server-image", server_image):
-        yield
-
-
-@pytest.fixture
-def load():
-    with contextlib.ExitStack() as stack:
-        yield lambda *where: stack.enter_context(load_through_service(*where))
 
 
 def _rollout(max_disagreement: float) -> dict:
