@@ -1,6 +1,6 @@
 """POST /api/predict's fast way for batches: a body that msgspec decodes into valid rows is
-scored without orjson or ``encode_many``, and every body gets the very status and bytes,
-drift observations and shadow copies that the orjson way gives it."""
+scored without orjson or ``encode_many``, and every body, one object or a batch, gets the
+very status and bytes, drift observations and shadow copies that the orjson way gives it."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ VALID_BATCHES = [
     _batch(_with(sibsp=-0)),
     _batch(_with(age=1e1)),
     b'[{"sex":"m\\u0061le","pclass":"1st","\\u0061ge":29.5,"sibsp":1}]',
-    b' \n\t\r[ {"sex" : "male" , "pclass":"2nd","age":3E1,"sibsp":1e0} ]\r\n\t ',
+    b'[ {"sex" : "male" , "pclass":"2nd","age":3E1,"sibsp":1e0} ]\r\n\t ',
     # The same input twice: orjson keeps the last, and so does msgspec.
     b'[{"sex":"male","sex":"female","pclass":"1st","age":1,"age":50,"sibsp":1}]',
     b'[{"sex":"female","pclass":"1st","age":29.0000000000000000000001,"sibsp":1}]',
@@ -157,8 +157,17 @@ REFUSED_BODIES = [
     b"[1]",
     b'["x"]',
     b"[{}]",
-    orjson.dumps(PASSENGER),  # one object: the single-row way
+    # Whitespace first, or one object (the single-row way), valid or not.
+    b' \n\t\r[ {"sex" : "male" , "pclass":"2nd","age":3E1,"sibsp":1e0} ]',
+    orjson.dumps(PASSENGER),
+    orjson.dumps(_with(sex="male", pclass="3rd", age=80, sibsp=8.0)),
+    b' {"sibsp":-0.0,"age":0.42,"pclass":"2nd","sex":"m\\u0061le","sex":"female"} ',
     orjson.dumps({**PASSENGER, "age": "old"}),
+    orjson.dumps({**PASSENGER, "sibsp": 1.5}),
+    orjson.dumps({**PASSENGER, "fare": 1.5}),
+    orjson.dumps({k: v for k, v in PASSENGER.items() if k != "age"}),
+    b'{"sex":"female","pclass":"1st","age":1,"sibsp":1}{}',
+    b'{"sex":"female","pclass":"1st","age":1,"sibsp":NaN}',
     _batch(PASSENGER, 1),
     _batch(*[PASSENGER] * (MAX_ROWS + 1)),
     _batch(*[{"sex": "nobody"}] * (MAX_ROWS + 1)),
@@ -340,10 +349,15 @@ def _rows(draw) -> str:
     return "{" + ",".join(f"{json.dumps(n)}:{v}" for n, v in zip(names, values, strict=True)) + "}"
 
 
+_BODIES = st.one_of(
+    _rows(), st.lists(_rows(), min_size=0, max_size=MAX_ROWS + 1).map(lambda r: f"[{','.join(r)}]")
+)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_rows(), min_size=0, max_size=MAX_ROWS + 1))
-def test_any_batch_gets_the_same_answer_either_way(predictor, rows):
-    body = ("[" + ",".join(rows) + "]").encode()
+@given(_BODIES)
+def test_any_body_gets_the_same_answer_either_way(predictor, text):
+    body = text.encode()
     fast, orjson_way = _both_ways(predictor, body)
     assert fast == orjson_way
 
