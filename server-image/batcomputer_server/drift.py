@@ -56,6 +56,15 @@ def population_stability_index(expected: Sequence[float], counts: Sequence[int])
     return index
 
 
+def sample_indexes(rows: int, rows_per_request: int = ROWS_PER_REQUEST) -> Sequence[int]:
+    """The rows of a batch of ``rows`` that a request contributes: evenly spaced, at most
+    ``rows_per_request``."""
+    if rows <= rows_per_request:
+        return range(rows)
+    step = rows / rows_per_request
+    return [int(i * step) for i in range(rows_per_request)]
+
+
 def assessment(psi: float | None) -> str | None:
     if psi is None:
         return None
@@ -136,8 +145,7 @@ class DriftMonitor:
         elif not isinstance(rows, list):
             return
         if len(rows) > self._rows_per_request:
-            step = len(rows) / self._rows_per_request
-            rows = [rows[int(i * step)] for i in range(self._rows_per_request)]
+            rows = [rows[i] for i in sample_indexes(len(rows), self._rows_per_request)]
         self._rows_since_publish += len(rows)
         for name, state in self._states.items():
             values = [row.get(name) for row in rows if type(row) is dict]

@@ -83,16 +83,6 @@ def _parse_body(body: bytes) -> Any:
         raise _MalformedJSONError(f"the request body is not valid JSON: {error}") from None
 
 
-def _drift_sample(rows: int) -> Sequence[int]:
-    """The rows of a batch that ``drift.DriftMonitor.observe_rows`` looks at: an evenly
-    spaced sample of at most ``drift.ROWS_PER_REQUEST``, so handing it only those gives
-    it what it would pick from the whole batch."""
-    if rows <= drift.ROWS_PER_REQUEST:
-        return range(rows)
-    step = rows / drift.ROWS_PER_REQUEST
-    return [int(i * step) for i in range(drift.ROWS_PER_REQUEST)]
-
-
 class Scorer:
     """POST /api/predict from content type and body to status and JSON bytes."""
 
@@ -161,7 +151,8 @@ class Scorer:
         self, predictor: Predictor, batch: DecodedBatch, body: bytes, copy: bool
     ) -> tuple[int, bytes]:
         if self._observe_rows is not None:
-            self._observe_rows(batch.objects(_drift_sample(len(batch))))
+            # Only the rows drift would sample from the whole batch are made into objects.
+            self._observe_rows(batch.objects(drift.sample_indexes(len(batch))))
         probabilities = predictor.probabilities(batch.matrix)
         return self._answer_batch(predictor, len(batch), probabilities, body, copy)
 
