@@ -17,7 +17,11 @@ then in one run:
   single rows and 4 for 1,000-row batches: requests/s with p50/p99, rows/s and their
   share of the engine limit on all cores; first quietly, then while ``--slow-clients``
   connections trickle a header line a second (reconnecting when the server closes them),
-  where it also times normal requests on fresh connections one after another.
+  where it also times normal requests on fresh connections one after another; each
+  server first serves ``WARM_UP_SECONDS`` of single rows unmeasured;
+* "HTTP stack alone": the same command line, worker and limits with an app that answers
+  a constant (``_constant_app.py``), measured the same way: the ceiling this stack puts
+  on any app, so how much of a goal lies beyond what the app itself can change.
 
 Prints figures only; goals (forest, with the slow clients connected): one-row
 requests/s at least the base's (aim 2x) with p99 <= 5 ms, batch rows/s >= 60 % of the
@@ -48,6 +52,8 @@ from _served_model import BATCH_ROWS, BIN, WORKERS, start_server, train, wrk_pos
 
 REPO = Path(__file__).resolve().parents[1]
 NORMAL_REQUESTS = 20
+WARM_UP_SECONDS = 2
+CONSTANT_APP = Path(__file__).with_name("_constant_app.py")
 BASE_REVISION = "9124870"
 GOALS = {"single_p99_ms": 5.0, "batch_share": 0.60, "single_factor": 2.0}
 
@@ -223,6 +229,8 @@ def _wrk_with_cpu(server_pid: int, port: int, *args) -> dict:
 def _measure(server_pid: int, port: int, workdir: Path, options, rows: list[dict]) -> dict:
     one_body = json.dumps(rows[0])
     batch_body = json.dumps(rows)
+    # The first seconds after a start measure the workers warming up, not serving.
+    wrk_post(f"http://127.0.0.1:{port}/api/predict", one_body, workdir, WARM_UP_SECONDS, 8)
     figures = {}
     figures["single"] = _wrk_with_cpu(server_pid, port, one_body, workdir, options.duration, 8)
     figures["batch"] = _wrk_with_cpu(server_pid, port, batch_body, workdir, options.duration, 4)
@@ -366,6 +374,9 @@ def main() -> int:
                 command = [sys.executable, "-m", "batcomputer_server.server_cli"]
                 env = {"PYTHONPATH": str(checkouts / label / "server-image")}
             runs[name] = _serve_and_measure(command, env, folder, rows, options)
+        # The new tree's stack with a constant answer in place of the app: its ceiling.
+        command = [sys.executable, CONSTANT_APP]
+        runs["HTTP stack alone"] = _serve_and_measure(command, env, folder, rows, options)
     finally:
         shutil.rmtree(checkouts, ignore_errors=True)
         if options.bundles is None:

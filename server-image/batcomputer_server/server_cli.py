@@ -19,7 +19,7 @@ import socket
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -290,7 +290,11 @@ def _raise_open_file_limit(wanted: int) -> None:
         )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    load_app: Callable[[argparse.Namespace], Any] = build_app,
+) -> int:
+    """Serve with gunicorn; each worker builds its app with ``load_app`` after the fork."""
     parser = _parser()
     options = parser.parse_args(argv)
     if options.shadow_config is not None and options.shadow_url is not None:
@@ -319,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return build_app(options)
+            return load_app(options)
 
     _Server().run()
     return 0
