@@ -50,6 +50,17 @@ def children(cluster, kind: str, model: str, namespace: str) -> list[dict]:
     return found["items"]
 
 
+def wait_for_only_version(cluster, name: str, namespace: str, version: str) -> None:
+    """Until ``version``'s Deployment is the model's only one: the others are retired."""
+    survivor = f"{name}-v{version.replace('.', '-')}"
+    wait_for(
+        lambda: [d["metadata"]["name"] for d in children(cluster, "deployments", name, namespace)],
+        lambda names: names == [survivor],
+        f"only the {version} Deployment left",
+        timeout=60,
+    )
+
+
 def condition(obj: Mapping[str, Any] | None, kind: str) -> dict:
     for item in ((obj or {}).get("status") or {}).get("conditions") or []:
         if item.get("type") == kind:

@@ -23,6 +23,7 @@ from _operator_support import (
     serve,
     settled,
     titanic_releases,
+    wait_for_only_version,
     wait_settled,
 )
 from onnx import TensorProto, helper, numpy_helper
@@ -171,14 +172,7 @@ def test_a_good_canary_goes_through_its_steps_and_is_promoted_with_no_failed_req
     assert traffic.failures == []
     assert {step for _, step in steps} >= {"1/2", "2/2"}
     assert {version for _, version in traffic.answers} == {"1.0.0", "1.0.1"}
-    wait_for(
-        lambda: [
-            d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
-        ],
-        lambda names: names == [f"{name}-v1-0-1"],
-        "the 1.0.0 Deployment to go",
-        timeout=60,
-    )
+    wait_for_only_version(kube_cluster, name, namespace, "1.0.1")
     for kind in ("ingresses", "services"):
         names = [item["metadata"]["name"] for item in children(kube_cluster, kind, name, namespace)]
         assert names == [name], kind
@@ -257,14 +251,7 @@ def test_a_canary_answering_errors_is_rolled_back_within_one_analysis_interval(
     patch_spec(kube_cluster, name, namespace, failing_release)
     model = wait_settled(kube_cluster, name, namespace, "Stalled", "AnalysisFailed", timeout=240)
     verdict = time.monotonic()
-    wait_for(
-        lambda: [
-            d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
-        ],
-        lambda names: names == [f"{name}-v1-0-0"],
-        "the 1.0.2 Deployment to go",
-        timeout=60,
-    )
+    wait_for_only_version(kube_cluster, name, namespace, "1.0.0")
     back = time.monotonic()
     time.sleep(3)
     for traffic in (younger, older):

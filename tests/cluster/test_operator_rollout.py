@@ -26,6 +26,7 @@ from _operator_support import (
     running_operator,
     settled,
     titanic_releases,
+    wait_for_only_version,
 )
 
 from batcomputer_dev.kube_testing import (
@@ -159,14 +160,7 @@ def test_apply_serves_then_a_bump_switches_blue_green(kube_cluster, operator, na
     _ready_and_routed(kube_cluster, name, namespace, "1.0.1")
     model = _model(kube_cluster, name, namespace)
     assert model["status"]["servingVersion"] == "1.0.1"
-    wait_for(
-        lambda: [
-            d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
-        ],
-        lambda names: names == [f"{name}-v1-0-1"],
-        "the 1.0.0 Deployment to go",
-        timeout=60,
-    )
+    wait_for_only_version(kube_cluster, name, namespace, "1.0.1")
     events = kubectl_json(
         kube_cluster,
         *("get", "events", "-n", namespace, "--field-selector"),

@@ -20,6 +20,7 @@ from _operator_support import (
     serve,
     settled,
     titanic_releases,
+    wait_for_only_version,
 )
 
 from batcomputer_dev.kube_testing import (
@@ -146,14 +147,7 @@ def test_a_disagreeing_version_is_rolled_back_having_answered_no_caller(
         assert time.monotonic() < deadline, f"no verdict: {model.get('status')}"
         time.sleep(1)
     rolled_back = time.monotonic() - started
-    wait_for(
-        lambda: [
-            d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
-        ],
-        lambda names: names == [f"{name}-v1-0-0"],
-        "only 1.0.0 left",
-        timeout=60,
-    )
+    wait_for_only_version(kube_cluster, name, namespace, "1.0.0")
     services = [s["metadata"]["name"] for s in children(kube_cluster, "services", name, namespace)]
     settings = _shadow_settings(kube_cluster, name, namespace)
     time.sleep(2)
@@ -217,14 +211,7 @@ def test_an_agreeing_version_is_promoted_after_the_duration_with_no_failed_reque
         assert time.monotonic() < deadline, f"not promoted: {model.get('status')}"
         time.sleep(1)
     promoted = time.monotonic() - started
-    wait_for(
-        lambda: [
-            d["metadata"]["name"] for d in children(kube_cluster, "deployments", name, namespace)
-        ],
-        lambda names: names == [f"{name}-v1-0-1"],
-        "the 1.0.0 Deployment to go",
-        timeout=60,
-    )
+    wait_for_only_version(kube_cluster, name, namespace, "1.0.1")
     leftovers = wait_for(
         lambda: (
             [s["metadata"]["name"] for s in children(kube_cluster, "services", name, namespace)],
