@@ -1,14 +1,16 @@
-"""The plain request that arrived whole: read without gunicorn's per-request machinery.
+"""The plain request: read without gunicorn's per-request machinery.
 
-Almost every request a model server gets is a GET or a small JSON POST over HTTP/1.1
-whose head and body arrive in one read. For those, gunicorn's parser, body readers,
-environ builder and response object cost a worker about as much CPU as the model, the
-validation and the JSON together. ``read_whole`` recognises such a request in the bytes
-already received and gives what the app needs; for anything else (a head or body still
-on its way, a chunked body, ``Expect``, ``Upgrade``, percent-escapes, forwarded-scheme
-headers, HTTP/1.0, another method, anything unusual or malformed) it gives None and the
-worker hands the bytes to gunicorn's parser unchanged, so every refusal and every limit
-stays gunicorn's and the worker's.
+Almost every request a model server gets is a GET or a JSON POST over HTTP/1.1 whose
+head arrives in one read. For those, gunicorn's parser, body readers, environ builder and
+response object cost a worker about as much CPU as the model, the validation and the
+JSON together. ``read_plain_head`` recognises such a head in the bytes already received
+and says how many bytes the whole request takes (the worker reads the rest of a
+``Content-Length`` body itself, under the same deadline as gunicorn's way);
+``PlainHead.request`` gives what the app needs once they are there. For anything else (a
+head still on its way, a chunked body, ``Expect``, ``Upgrade``, percent-escapes,
+forwarded-scheme headers, HTTP/1.0, another method, anything unusual or malformed) it
+gives None and the worker hands the bytes to gunicorn's parser unchanged, so every
+refusal and every limit stays gunicorn's and the worker's.
 
 What it accepts is a strict subset of what gunicorn's parser accepts and reads the same
 way (``tests/unit/test_whole_request.py`` compares the two on the same bytes).
@@ -77,8 +79,39 @@ class WholeRequest:
         self.close = True
 
 
-def read_whole(data: bytes, limits: HeadLimits, max_body_bytes: int) -> WholeRequest | None:
-    """The plain request at the start of ``data`` if it is all there; else None."""
+@dataclass(frozen=True)
+class PlainHead:
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    close: bool
+    body_start: int
+    body_length: int
+
+    @property
+    def request_bytes(self) -> int:
+        """How many bytes, from the start of the head, the whole request takes."""
+        return self.body_start + self.body_length
+
+    def request(self, data: bytes) -> WholeRequest:
+        """The request, from ``data`` holding at least ``request_bytes`` bytes."""
+        end = self.request_bytes
+        return WholeRequest(
+            method=self.method,
+            target=self.target,
+            path=self.path,
+            query=self.query,
+            headers=self.headers,
+            body=data[self.body_start : end],
+            rest=data[end:],
+            close=self.close,
+        )
+
+
+def read_plain_head(data: bytes, limits: HeadLimits, max_body_bytes: int) -> PlainHead | None:
+    """The head of the plain request at the start of ``data`` if it is all there; else None."""
     end = data.find(_END_OF_HEAD)
     if end < 0:
         return None
@@ -114,17 +147,16 @@ def read_whole(data: bytes, limits: HeadLimits, max_body_bytes: int) -> WholeReq
                 return None
             seen.add(name)
         headers.append((name.decode("ascii"), value.decode("ascii")))
-    start = end + len(_END_OF_HEAD)
-    if length > max_body_bytes or len(data) - start < length:
+    if length > max_body_bytes:
         return None
     method, path, query = request_line.groups()
-    return WholeRequest(
+    return PlainHead(
         method=method.decode("ascii"),
         target=lines[0][len(method) + 1 : -len(b" HTTP/1.1")].decode("ascii"),
         path=path.decode("ascii"),
         query=(query or b"").decode("ascii"),
         headers=headers,
-        body=data[start : start + length],
-        rest=data[start + length :],
         close=close,
+        body_start=end + len(_END_OF_HEAD),
+        body_length=length,
     )

@@ -21,8 +21,9 @@ server facing strangers needs, which gunicorn leaves to a buffering proxy in fro
 * an answer goes out in one send, its head with its body (gunicorn sends them apart: two
   packets and two wake-ups of the client for every small answer), and the request path
   skips the hooks and bookkeeping this server never configures;
-* a plain request that arrived whole (``whole_request``) is answered without gunicorn's
-  per-request objects, which cost more than the app; the rest goes gunicorn's way;
+* a plain request (``whole_request``: its head arrived in one read; a ``Content-Length``
+  body is read to its end here) is answered without gunicorn's per-request objects,
+  which cost more than the app; the rest goes gunicorn's way;
 * once the bundle is loaded, everything in the worker is frozen out of the garbage
   collector's reach, so the full collections a batch's thousands of objects set off
   do not walk the libraries and the model every time.
@@ -51,7 +52,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from batcomputer_server import scoring
 from batcomputer_server.metrics import refused_requests
-from batcomputer_server.whole_request import HeadLimits, WholeRequest, read_whole
+from batcomputer_server.whole_request import HeadLimits, WholeRequest, read_plain_head
 
 _MESSAGE_LIMIT = 300
 _DRAIN_SECONDS = 1.0
@@ -84,6 +85,10 @@ class _Refusal(BaseException):
         self.message = message
 
 
+def _late_body_message(seconds: float) -> str:
+    return f"the request body did not arrive within {seconds:g} s"
+
+
 class _DeadlineBody:
     """``wsgi.input`` that must be read within the body deadline and must not end early."""
 
@@ -93,7 +98,7 @@ class _DeadlineBody:
         self._deadline = time.monotonic() + seconds
 
     def _call(self, method: str, *args: Any) -> Any:
-        late = _Refusal(408, f"the request body did not arrive within {self._seconds:g} s")
+        late = _Refusal(408, _late_body_message(self._seconds))
         with gevent.Timeout(max(self._deadline - time.monotonic(), 0.001), late):
             try:
                 return getattr(self.body, method)(*args)
@@ -403,15 +408,20 @@ class Worker(GeventWorker):  # type: ignore[misc]
     def _serve_whole(
         self, listener_name: Any, client: socket.socket, addr: Any, parser: Any
     ) -> bool | None:
-        """Answer the next request here if it arrived whole and plain: whether the
-        connection stays open; None when it goes gunicorn's way, its bytes given back."""
+        """Answer the next request here if it is plain: whether the connection stays
+        open; None when it goes gunicorn's way, its bytes given back."""
         data = parser.unreader.take_buffered() or client.recv(_READ_BYTES)
         if not data:
             return False  # the client closed between requests
-        request = read_whole(data, self._head_limits, self.limits.max_body_bytes)
-        if request is None:
+        head = read_plain_head(data, self._head_limits, self.limits.max_body_bytes)
+        if head is None:
             parser.unreader.unread(data)
             return None
+        if len(data) < head.request_bytes:
+            data = self._read_rest(client, data, head.request_bytes)
+        request = head.request(data)
+        if len(data) < head.request_bytes:
+            request.force_close()  # nothing more can come on this connection
         if request.rest:
             parser.unreader.unread(request.rest)
         self.nr += 1
@@ -434,6 +444,22 @@ class Worker(GeventWorker):  # type: ignore[misc]
         close = request.close or not self.alive
         client.sendall(answer.encode(body, close, self._http_date()))
         return not close
+
+    def _read_rest(self, client: socket.socket, data: bytes, size: int) -> bytes:
+        """``data`` completed to ``size`` bytes within the body deadline of gunicorn's
+        way, or cut short where the client stopped sending (the app refuses a short body)."""
+        whole = bytearray(size)
+        whole[: len(data)] = data
+        view = memoryview(whole)
+        received = len(data)
+        late = _Refusal(408, _late_body_message(self.limits.body_seconds))
+        with gevent.Timeout(self.limits.body_seconds, late):
+            while received < size:
+                count = client.recv_into(view[received:])
+                if not count:
+                    break
+                received += count
+        return bytes(view[:received])
 
     def _environ(
         self, request: WholeRequest, client: socket.socket, addr: Any, listener_name: Any

@@ -323,18 +323,30 @@ _PLAIN_REQUESTS = {
 }
 
 
-@pytest.mark.parametrize("request_bytes", _PLAIN_REQUESTS.values(), ids=_PLAIN_REQUESTS)
+_PIECES = [
+    pytest.param(request_bytes, "head", id=f"{name}, head in pieces")
+    for name, request_bytes in _PLAIN_REQUESTS.items()
+] + [
+    pytest.param(request_bytes, "body", id=f"{name}, body in pieces")
+    for name, request_bytes in _PLAIN_REQUESTS.items()
+    if not request_bytes.endswith(b"\r\n\r\n")
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "cut_in"), _PIECES)
 def test_an_answer_is_the_same_whether_the_request_arrived_whole_or_in_pieces(
-    server, request_bytes
+    server, request_bytes, cut_in
 ):
-    # A request read in one piece is answered without gunicorn's request objects; one
-    # that trickles in goes through them. The caller cannot tell which.
+    # A request whose head arrives in one piece is answered without gunicorn's request
+    # objects (its body read to its end first); one whose head trickles in goes through
+    # them. The caller cannot tell which.
     request_bytes = request_bytes.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+    cut = 10 if cut_in == "head" else request_bytes.index(b"\r\n\r\n") + 5
     whole = _exchange(server, request_bytes)
     with _connect(server) as sock:
-        sock.sendall(request_bytes[:10])
+        sock.sendall(request_bytes[:cut])
         time.sleep(0.2)
-        sock.sendall(request_bytes[10:])
+        sock.sendall(request_bytes[cut:])
         (in_pieces,) = _answers(_read_until_closed(sock))
     assert whole.status == in_pieces.status
     assert whole.body == in_pieces.body

@@ -1,4 +1,4 @@
-"""``read_whole`` takes only plain requests that arrived whole, and reads them as gunicorn does.
+"""``read_plain_head`` takes only plain requests, and they read as gunicorn reads them.
 
 Every request it takes is parsed by gunicorn's own parser on the same bytes and must come
 out the same: method, path, query, headers, body, where the next request starts and
@@ -14,7 +14,7 @@ from gunicorn.http.parser import RequestParser
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from batcomputer_server.whole_request import HeadLimits, read_whole
+from batcomputer_server.whole_request import HeadLimits, WholeRequest, read_plain_head
 
 pytestmark = pytest.mark.unit
 
@@ -26,6 +26,14 @@ PLAIN = (
 )
 
 
+def read_whole(data: bytes) -> WholeRequest | None:
+    """The request the worker answers itself once ``data`` holds all of it."""
+    head = read_plain_head(data, LIMITS, MAX_BODY)
+    if head is None:
+        return None
+    return head.request(data) if len(data) >= head.request_bytes else None
+
+
 def _gunicorn_reads(data: bytes):
     parser = RequestParser(Config(), iter([data]), ("127.0.0.1", 5000))
     request = next(parser)
@@ -35,7 +43,7 @@ def _gunicorn_reads(data: bytes):
 
 
 def _same_as_gunicorn(data: bytes) -> None:
-    whole = read_whole(data, LIMITS, MAX_BODY)
+    whole = read_whole(data)
     assert whole is not None
     request, body, rest = _gunicorn_reads(data)
     assert (whole.method, whole.path, whole.query) == (request.method, request.path, request.query)
@@ -48,14 +56,14 @@ def _same_as_gunicorn(data: bytes) -> None:
 
 def test_a_plain_json_post_is_read_whole_as_gunicorn_reads_it():
     _same_as_gunicorn(PLAIN)
-    whole = read_whole(PLAIN, LIMITS, MAX_BODY)
+    whole = read_whole(PLAIN)
     assert whole.body == b'{"a":1}' and whole.rest == b"" and not whole.close
 
 
 def test_a_get_with_a_query_and_a_pipelined_request_behind_it():
     data = b"GET /api/info?x=1&y=a/b HTTP/1.1\r\nHost: m\r\nAccept: */*\r\n\r\n" + PLAIN
     _same_as_gunicorn(data)
-    whole = read_whole(data, LIMITS, MAX_BODY)
+    whole = read_whole(data)
     assert (whole.path, whole.query, whole.rest) == ("/api/info", "x=1&y=a/b", PLAIN)
 
 
@@ -63,13 +71,19 @@ def test_repeated_headers_and_connection_close_are_read_as_gunicorn_reads_them()
     _same_as_gunicorn(
         b"GET /healthz HTTP/1.1\r\nAccept: a\r\naccept:  b \r\nConnection: Close\r\n\r\n"
     )
-    assert read_whole(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", LIMITS, MAX_BODY).close
+    assert read_whole(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").close
+
+
+def test_a_plain_head_whose_body_is_on_its_way_says_how_many_bytes_the_request_takes():
+    head = read_plain_head(PLAIN[:-3], LIMITS, MAX_BODY)
+    assert head.request_bytes == len(PLAIN)
+    assert head.request(PLAIN + b"GET").body == b'{"a":1}'
+    assert head.request(PLAIN + b"GET").rest == b"GET"
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(PLAIN[:-1], id="body still on its way"),
         pytest.param(PLAIN.split(b"\r\n\r\n")[0], id="head still on its way"),
         pytest.param(b"GET / HTTP/1.0\r\n\r\n", id="HTTP/1.0"),
         pytest.param(b"GET / HTTP/2.0\r\n\r\n", id="HTTP/2.0"),
@@ -118,8 +132,8 @@ def test_repeated_headers_and_connection_close_are_read_as_gunicorn_reads_them()
         pytest.param(b"", id="nothing"),
     ],
 )
-def test_anything_but_a_plain_whole_request_is_left_to_gunicorn(data):
-    assert read_whole(data, LIMITS, MAX_BODY) is None
+def test_anything_but_a_plain_request_is_left_to_gunicorn(data):
+    assert read_whole(data) is None
 
 
 _TOKEN = st.text("abcXYZ019-!#$%&'*+.^`|~", min_size=1, max_size=8)
@@ -134,7 +148,8 @@ def _requests(draw) -> bytes:
     body = draw(st.binary(max_size=30))
     headers = draw(st.lists(st.tuples(_TOKEN, _VALUE), max_size=5))
     if draw(st.booleans()):
-        headers.append(("Content-Length", draw(st.sampled_from([str(len(body)), "0", "007"]))))
+        lengths = [str(len(body)), str(len(body) + 9), "0", "007"]
+        headers.append(("Content-Length", draw(st.sampled_from(lengths))))
     if draw(st.booleans()):
         headers.append(("Connection", draw(st.sampled_from(["close", "keep-alive", "Close"]))))
     head = f"{method} /{draw(_PATH)} {version}\r\n" + "".join(
@@ -147,5 +162,7 @@ def _requests(draw) -> bytes:
 @given(_requests())
 @example(b"GET /a?b?c HTTP/1.1\r\nA:\r\nB: \t x \t\r\n\r\n")
 def test_what_is_read_whole_gunicorn_reads_the_same_way(data):
-    if read_whole(data, LIMITS, MAX_BODY) is not None:
-        _same_as_gunicorn(data)
+    head = read_plain_head(data, LIMITS, MAX_BODY)
+    if head is not None:
+        # A body still on its way is read to its end before the request is answered.
+        _same_as_gunicorn(data + b"x" * (head.request_bytes - len(data)))
