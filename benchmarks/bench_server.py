@@ -13,12 +13,14 @@ then in one run:
   right before the gevent workers could not import its bundle module) and the server of
   this tree (or of ``--new REV``), revisions checked out with ``git archive`` into a
   temporary folder this script owns and removes; each started as in production (2
-  workers) on 127.0.0.1 and driven by ``wrk`` (Debian package) with 8 connections for
-  single rows and 4 for 1,000-row batches: requests/s with p50/p99, rows/s and their
-  share of the engine limit on all cores; first quietly, then while ``--slow-clients``
-  connections trickle a header line a second (reconnecting when the server closes them),
-  where it also times normal requests on fresh connections one after another; each
-  server first serves ``WARM_UP_SECONDS`` of single rows unmeasured;
+  workers) on 127.0.0.1 and driven by ``wrk`` (Debian package) with 8 connections:
+  requests/s with p50/p99, rows/s and their share of the engine limit on all cores,
+  each run marked where the kernel gave all of wrk's connections to one worker (each
+  worker listens on a socket of its own and keeps the connections it accepts); first
+  quietly, then while ``--slow-clients`` connections trickle a header line a second
+  (reconnecting when the server closes them), where it also times normal requests on
+  fresh connections one after another; each server first serves ``WARM_UP_SECONDS``
+  of single rows unmeasured;
 * "HTTP stack alone": the same command line, worker and limits with an app that answers
   a constant (``_constant_app.py``), measured the same way: the ceiling this stack puts
   on any app, so how much of a goal lies beyond what the app itself can change.
@@ -55,6 +57,8 @@ NORMAL_REQUESTS = 20
 WARM_UP_SECONDS = 2
 CONSTANT_APP = Path(__file__).with_name("_constant_app.py")
 BASE_REVISION = "9124870"
+# A worker that spent more than this share of the CPU of a run served it (nearly) alone.
+ONE_WORKER_SHARE = 0.9
 GOALS = {"single_p99_ms": 5.0, "batch_share": 0.60, "single_factor": 2.0}
 
 
@@ -156,14 +160,14 @@ def _check_out(revision: str, folder: Path) -> str:
     return short
 
 
-def _cpu_seconds(server_pid: int) -> float:
-    """User + system CPU time the server's workers have used so far."""
+def _cpu_seconds(server_pid: int) -> list[float]:
+    """User + system CPU time each of the server's workers has used so far."""
     children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
-    total = 0
+    spent = []
     for pid in children:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        spent.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return spent
 
 
 def _normal_requests(port: int, body: str) -> dict:
@@ -221,8 +225,12 @@ def _hold_slow_clients(port: int, count: int, ready, stop, reconnects) -> None:
 def _wrk_with_cpu(server_pid: int, port: int, *args) -> dict:
     before = _cpu_seconds(server_pid)
     figures = wrk_post(f"http://127.0.0.1:{port}/api/predict", *args)
-    spent = _cpu_seconds(server_pid) - before
+    per_worker = [
+        after - then for after, then in zip(_cpu_seconds(server_pid), before, strict=True)
+    ]
+    spent = sum(per_worker)
     figures["cpu_us"] = spent / figures["requests"] * 1e6 if figures["requests"] else float("nan")
+    figures["one_worker"] = spent > 0 and max(per_worker) > ONE_WORKER_SHARE * spent
     return figures
 
 
@@ -233,7 +241,7 @@ def _measure(server_pid: int, port: int, workdir: Path, options, rows: list[dict
     wrk_post(f"http://127.0.0.1:{port}/api/predict", one_body, workdir, WARM_UP_SECONDS, 8)
     figures = {}
     figures["single"] = _wrk_with_cpu(server_pid, port, one_body, workdir, options.duration, 8)
-    figures["batch"] = _wrk_with_cpu(server_pid, port, batch_body, workdir, options.duration, 4)
+    figures["batch"] = _wrk_with_cpu(server_pid, port, batch_body, workdir, options.duration, 8)
     context = multiprocessing.get_context("fork")
     ready, stop, reconnects = context.Event(), context.Event(), context.Value("i", 0)
     holder = context.Process(
@@ -249,7 +257,7 @@ def _measure(server_pid: int, port: int, workdir: Path, options, rows: list[dict
             server_pid, port, one_body, workdir, options.duration, 8
         )
         figures["batch_under_attack"] = _wrk_with_cpu(
-            server_pid, port, batch_body, workdir, options.duration, 4
+            server_pid, port, batch_body, workdir, options.duration, 8
         )
     finally:
         stop.set()
@@ -277,6 +285,10 @@ def _serve_and_measure(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _mark(figures: dict) -> str:
+    return " *" if figures["one_worker"] else ""
+
+
 def _report(limits: dict, runs: dict[str, dict], options: argparse.Namespace) -> None:
     cores = len(os.sched_getaffinity(0))
     limit = limits["onnx_batch_rows_per_s"] * cores
@@ -291,14 +303,17 @@ def _report(limits: dict, runs: dict[str, dict], options: argparse.Namespace) ->
         f"{limits['predictor_batch_rows_per_s']:,.0f} rows/s"
     )
     names = list(runs)
-    print(f"\nserver, {WORKERS} workers, wrk 8 connections (batches: 4), {options.duration} s each")
+    print(f"\nserver, {WORKERS} workers, wrk 8 connections, {options.duration} s each")
     print(f"{'':44}" + "".join(f"{name:>26}" for name in names))
 
     def row(label: str, cell) -> None:
         print(f"{label:44}" + "".join(f"{cell(runs[name]):>26}" for name in names))
 
     for key, label in (("", "quiet"), ("_under_attack", f"{options.slow_clients:,} slow clients")):
-        row(f"{label}: one row req/s", lambda r, k=key: f"{r['single' + k]['rps']:,.0f}")
+        row(
+            f"{label}: one row req/s",
+            lambda r, k=key: f"{r['single' + k]['rps']:,.0f}{_mark(r['single' + k])}",
+        )
         row(
             "  p50 / p99 ms",
             lambda r, k=key: f"{r['single' + k]['p50_ms']:.2f} / {r['single' + k]['p99_ms']:.2f}",
@@ -307,7 +322,7 @@ def _report(limits: dict, runs: dict[str, dict], options: argparse.Namespace) ->
             "  1,000-row batches rows/s (share of limit)",
             lambda r, k=key: (
                 f"{r['batch' + k]['rps'] * BATCH_ROWS:,.0f} "
-                f"({r['batch' + k]['rps'] * BATCH_ROWS / limit:.0%})"
+                f"({r['batch' + k]['rps'] * BATCH_ROWS / limit:.0%}){_mark(r['batch' + k])}"
             ),
         )
         row(
@@ -330,6 +345,12 @@ def _report(limits: dict, runs: dict[str, dict], options: argparse.Namespace) ->
         lambda r: f"{r['normal_under_attack']['failed']}",
     )
     row("  slow clients closed by the server", lambda r: f"{r['reconnects']:,}")
+    wrk_runs = ("single", "batch", "single_under_attack", "batch_under_attack")
+    if any(run[key]["one_worker"] for run in runs.values() for key in wrk_runs):
+        print(
+            "* one worker served (nearly) all of that run: the kernel gave it every one of "
+            "wrk's connections"
+        )
     print(
         f"\ngoals with the slow clients connected: one row >= the base's req/s (aim "
         f"{GOALS['single_factor']:g}x) with p99 <= {GOALS['single_p99_ms']} ms; batches >= "
