@@ -23,7 +23,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from batcomputer_bundle.reference import CategoricalReference, NumericReference, Reference
 
@@ -44,6 +44,14 @@ class DriftSink(Protocol):
     def psi(self, name: str, value: float) -> None: ...
 
 
+@runtime_checkable
+class DecodedRows(Protocol):
+    """A batch already decoded and checked, whose rows become objects only when asked."""
+
+    def __len__(self) -> int: ...
+    def objects(self, indexes: Sequence[int]) -> list[dict[str, Any]]: ...
+
+
 def population_stability_index(expected: Sequence[float], counts: Sequence[int]) -> float:
     total = sum(counts)
     if total == 0:
@@ -56,7 +64,7 @@ def population_stability_index(expected: Sequence[float], counts: Sequence[int])
     return index
 
 
-def sample_indexes(rows: int, rows_per_request: int = ROWS_PER_REQUEST) -> Sequence[int]:
+def _sample_indexes(rows: int, rows_per_request: int) -> Sequence[int]:
     """The rows of a batch of ``rows`` that a request contributes: evenly spaced, at most
     ``rows_per_request``."""
     if rows <= rows_per_request:
@@ -139,13 +147,17 @@ class DriftMonitor:
         self._rows_since_publish = 0
 
     def observe_rows(self, rows: Any) -> None:
-        """Input objects as callers sent them (one object or a list); junk is skipped."""
+        """Input objects as callers sent them (one object, a list or ``DecodedRows``, of
+        which only the sampled rows are made objects); junk is skipped."""
         if isinstance(rows, dict):
             rows = [rows]
-        elif not isinstance(rows, list):
+        elif isinstance(rows, list):
+            if len(rows) > self._rows_per_request:
+                rows = [rows[i] for i in _sample_indexes(len(rows), self._rows_per_request)]
+        elif isinstance(rows, DecodedRows):
+            rows = rows.objects(_sample_indexes(len(rows), self._rows_per_request))
+        else:
             return
-        if len(rows) > self._rows_per_request:
-            rows = [rows[i] for i in sample_indexes(len(rows), self._rows_per_request)]
         self._rows_since_publish += len(rows)
         for name, state in self._states.items():
             values = [row.get(name) for row in rows if type(row) is dict]

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from batcomputer_server import drift
 from batcomputer_server.metrics import Metrics
 from batcomputer_server.predictor import DecodedBatch, InputError, Predictor
 
@@ -151,8 +150,7 @@ class Scorer:
         self, predictor: Predictor, batch: DecodedBatch, body: bytes, copy: bool
     ) -> tuple[int, bytes]:
         if self._observe_rows is not None:
-            # Only the rows drift would sample from the whole batch are made into objects.
-            self._observe_rows(batch.objects(drift.sample_indexes(len(batch))))
+            self._observe_rows(batch)
         probabilities = predictor.probabilities(batch.matrix)
         return self._answer_batch(predictor, len(batch), probabilities, body, copy)
 

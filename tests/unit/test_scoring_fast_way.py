@@ -46,12 +46,14 @@ def odd_predictor(tmp_path_factory):
 class _Recorder:
     """A drift monitor over the predictor's inputs and a shadow, recording what they see."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, rows_per_request: int = ROWS_PER_REQUEST) -> None:
         matrix, _ = training_data()
         section = reference.from_training(predictor.features, matrix)
         references = reference.parse({reference.MANIFEST_KEY: section}, predictor.features)
         self.sink: list[tuple[str, str, float]] = []
-        self.monitor = DriftMonitor(references, self, clock=lambda: 0.0, min_rows=1)
+        self.monitor = DriftMonitor(
+            references, self, clock=lambda: 0.0, min_rows=1, rows_per_request=rows_per_request
+        )
         self.mirrored: list[tuple[bytes, object]] = []
 
     def out_of_range(self, name: str, count: int) -> None:
@@ -257,8 +259,9 @@ def test_an_oversized_batch_is_still_a_413_and_drift_still_sees_it(predictor):
     assert fast[2]["inputs"]["age"]["window_values"] == MAX_ROWS + 1
 
 
+@pytest.mark.parametrize("rows_per_request", [ROWS_PER_REQUEST, 5])
 @pytest.mark.parametrize("rows", [1, ROWS_PER_REQUEST - 1, ROWS_PER_REQUEST, 17, 40, 1000])
-def test_drift_sees_the_rows_it_would_pick_from_a_large_batch(predictor, rows):
+def test_drift_sees_the_rows_it_would_pick_from_a_large_batch(predictor, rows, rows_per_request):
     rng = np.random.default_rng(rows)
     batch = [
         _with(
@@ -270,7 +273,7 @@ def test_drift_sees_the_rows_it_would_pick_from_a_large_batch(predictor, rows):
     ]
     answers = []
     for way in (predictor, _OrjsonOnly(predictor)):
-        recorder = _Recorder(predictor)
+        recorder = _Recorder(predictor, rows_per_request)
         scorer = Scorer(way, Metrics(), 1000, None, recorder.monitor.observe_rows)
         assert scorer.score("application/json", orjson.dumps(batch))[0] == 200
         answers.append(recorder.seen())
