@@ -448,18 +448,18 @@ class Worker(GeventWorker):  # type: ignore[misc]
     def _read_rest(self, client: socket.socket, data: bytes, size: int) -> bytes:
         """``data`` completed to ``size`` bytes within the body deadline of gunicorn's
         way, or cut short where the client stopped sending (the app refuses a short body)."""
-        whole = bytearray(size)
-        whole[: len(data)] = data
-        view = memoryview(whole)
+        # Memory grows with the bytes that come, not with the length a client announces.
+        pieces = [data]
         received = len(data)
         late = _Refusal(408, _late_body_message(self.limits.body_seconds))
         with gevent.Timeout(self.limits.body_seconds, late):
             while received < size:
-                count = client.recv_into(view[received:])
-                if not count:
+                piece = client.recv(min(size - received, _READ_BYTES))
+                if not piece:
                     break
-                received += count
-        return bytes(view[:received])
+                pieces.append(piece)
+                received += len(piece)
+        return b"".join(pieces)
 
     def _environ(
         self, request: WholeRequest, client: socket.socket, addr: Any, listener_name: Any
