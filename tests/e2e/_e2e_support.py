@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from batcomputer_dev.kube_testing import call_service, kubectl_json
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "batcomputer-operator"
 CREDENTIALS_SECRET = "blob-reader"
+KUBE_PROXY_SECONDS = 10
 
 
 def get(cluster, kind: str, name: str, namespace: str) -> dict:
@@ -83,8 +86,22 @@ def trimmed(obj: Mapping[str, Any]) -> dict:
 
 
 def predict(cluster, name: str, namespace: str, row: Mapping[str, Any]) -> dict:
-    """POST one row to the model's Service (its ClusterIP is reachable from the test host)."""
-    return call_service(cluster, name, namespace, "/api/predict", body=row, timeout=15)
+    """POST one row to the model's Service (its ClusterIP is reachable from the test host).
+
+    A new model is Ready once its Service's EndpointSlice lists the pod; the node's
+    kube-proxy writes the rules that take the ClusterIP there a moment later, and until
+    then a connection is refused, so refusals are retried for a few seconds.
+    """
+    deadline = time.monotonic() + KUBE_PROXY_SECONDS
+    while True:
+        try:
+            return call_service(cluster, name, namespace, "/api/predict", body=row, timeout=15)
+        except urllib.error.URLError as error:
+            if not isinstance(error.reason, ConnectionRefusedError):
+                raise
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def image_values(operator_image: str, server_image: str) -> list[str]:

@@ -57,19 +57,22 @@ def test_published_model_is_reconciled_to_ready_and_answers(
     namespace = operator_release.models_namespace
     manifest = batmodel("titanic", published_models["titanic-1.0.0"], CREDENTIALS_SECRET)
     create(kube_cluster, manifest, namespace)
-    ready = wait_for(
-        lambda: get(kube_cluster, "batmodel", "titanic", namespace),
-        lambda obj: current(obj) and is_true(obj, "Ready"),
-        "BatModel titanic Ready",
-    )
-    assert ready["status"]["servingVersion"] == "1.0.0"
-    assert ready["status"]["readyReplicas"] == 1
-    probabilities = predict(kube_cluster, "titanic", namespace, TITANIC_PASSENGER)
-    assert set(probabilities) == {"died", "survived"}
-    assert abs(sum(probabilities.values()) - 1.0) < 1e-6
-    # A young woman travelling first class: the model has learnt she very likely survived.
-    assert probabilities["survived"] > 0.5
-    kube_cluster.kubectl("delete", "batmodel", "titanic", "-n", namespace, "--wait=true")
+    try:
+        ready = wait_for(
+            lambda: get(kube_cluster, "batmodel", "titanic", namespace),
+            lambda obj: current(obj) and is_true(obj, "Ready"),
+            "BatModel titanic Ready",
+        )
+        assert ready["status"]["servingVersion"] == "1.0.0"
+        assert ready["status"]["readyReplicas"] == 1
+        probabilities = predict(kube_cluster, "titanic", namespace, TITANIC_PASSENGER)
+        assert set(probabilities) == {"died", "survived"}
+        assert abs(sum(probabilities.values()) - 1.0) < 1e-6
+        # A young woman travelling first class: the model has learnt she very likely survived.
+        assert probabilities["survived"] > 0.5
+    finally:
+        # Later modules of the session install a BatModel of the same name here.
+        kube_cluster.kubectl("delete", "batmodel", "titanic", "-n", namespace, "--wait=true")
 
 
 def test_operator_needed_no_permission_it_lacks(kube_cluster, operator_release):
