@@ -230,7 +230,7 @@ def _wrk_with_cpu(server_pid: int, port: int, *args) -> dict:
     ]
     spent = sum(per_worker)
     figures["cpu_us"] = spent / figures["requests"] * 1e6 if figures["requests"] else float("nan")
-    figures["one_worker"] = spent > 0 and max(per_worker) > ONE_WORKER_SHARE * spent
+    figures["one_worker"] = figures["requests"] > 0 and max(per_worker) > ONE_WORKER_SHARE * spent
     return figures
 
 
