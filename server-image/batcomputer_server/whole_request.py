@@ -61,31 +61,15 @@ class HeadLimits:
     field_bytes: int
 
 
-@dataclass(eq=False)  # tracked in a set while in flight, by identity
-class WholeRequest:
-    method: str
-    target: str
-    path: str
-    query: str
-    # (NAME upper-cased, value) in arrival order, as gunicorn gives them.
-    headers: list[tuple[str, str]]
-    body: bytes
-    # What followed the request: the start of a pipelined next one.
-    rest: bytes
-    # The client asked to close, or the server is stopping.
-    close: bool = False
-
-    def force_close(self) -> None:
-        self.close = True
-
-
 @dataclass(frozen=True)
 class PlainHead:
     method: str
     target: str
     path: str
     query: str
+    # (NAME upper-cased, value) in arrival order, as gunicorn gives them.
     headers: list[tuple[str, str]]
+    # The client asked to close.
     close: bool
     body_start: int
     body_length: int
@@ -96,18 +80,28 @@ class PlainHead:
         return self.body_start + self.body_length
 
     def request(self, data: bytes) -> WholeRequest:
-        """The request, from ``data`` holding at least ``request_bytes`` bytes."""
+        """The request, from ``data`` holding ``request_bytes`` bytes, or fewer where the
+        client stopped sending: then its body is short and its connection closes."""
         end = self.request_bytes
         return WholeRequest(
-            method=self.method,
-            target=self.target,
-            path=self.path,
-            query=self.query,
-            headers=self.headers,
+            head=self,
             body=data[self.body_start : end],
             rest=data[end:],
-            close=self.close,
+            close=self.close or len(data) < end,
         )
+
+
+@dataclass(eq=False)  # tracked in a set while in flight, by identity
+class WholeRequest:
+    head: PlainHead
+    body: bytes
+    # What followed the request: the start of a pipelined next one.
+    rest: bytes
+    # The client asked to close, stopped sending, or the server is stopping.
+    close: bool
+
+    def force_close(self) -> None:
+        self.close = True
 
 
 def read_plain_head(data: bytes, limits: HeadLimits, max_body_bytes: int) -> PlainHead | None:

@@ -420,8 +420,6 @@ class Worker(GeventWorker):  # type: ignore[misc]
         if len(data) < head.request_bytes:
             data = self._read_rest(client, data, head.request_bytes)
         request = head.request(data)
-        if len(data) < head.request_bytes:
-            request.force_close()  # nothing more can come on this connection
         if request.rest:
             parser.unreader.unread(request.rest)
         self.nr += 1
@@ -466,12 +464,13 @@ class Worker(GeventWorker):  # type: ignore[misc]
     ) -> dict[str, Any]:
         """The environ gunicorn's ``wsgi.create`` builds for the same request."""
         environ = self._whole_environ.copy()  # type: ignore[union-attr]
+        head = request.head
         environ["wsgi.input"] = io.BytesIO(request.body)
         environ["gunicorn.socket"] = client
-        environ["REQUEST_METHOD"] = request.method
-        environ["RAW_URI"] = request.target
-        environ["PATH_INFO"] = request.path
-        environ["QUERY_STRING"] = request.query
+        environ["REQUEST_METHOD"] = head.method
+        environ["RAW_URI"] = head.target
+        environ["PATH_INFO"] = head.path
+        environ["QUERY_STRING"] = head.query
         if isinstance(addr, tuple):
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
         else:
@@ -480,7 +479,7 @@ class Worker(GeventWorker):  # type: ignore[misc]
             environ["SERVER_NAME"], environ["SERVER_PORT"] = listener_name[0], str(listener_name[1])
         else:  # a Unix socket
             environ["SERVER_NAME"], environ["SERVER_PORT"] = str(listener_name), ""
-        for name, value in request.headers:
+        for name, value in head.headers:
             if name == "CONTENT-TYPE":
                 environ["CONTENT_TYPE"] = value
             elif name == "CONTENT-LENGTH":

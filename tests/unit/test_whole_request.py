@@ -46,9 +46,10 @@ def _same_as_gunicorn(data: bytes) -> None:
     whole = read_whole(data)
     assert whole is not None
     request, body, rest = _gunicorn_reads(data)
-    assert (whole.method, whole.path, whole.query) == (request.method, request.path, request.query)
-    assert whole.target == request.uri
-    assert whole.headers == request.headers
+    head = whole.head
+    assert (head.method, head.path, head.query) == (request.method, request.path, request.query)
+    assert head.target == request.uri
+    assert head.headers == request.headers
     assert whole.body == body
     assert whole.rest == rest
     assert whole.close == request.should_close()
@@ -64,7 +65,7 @@ def test_a_get_with_a_query_and_a_pipelined_request_behind_it():
     data = b"GET /api/info?x=1&y=a/b HTTP/1.1\r\nHost: m\r\nAccept: */*\r\n\r\n" + PLAIN
     _same_as_gunicorn(data)
     whole = read_whole(data)
-    assert (whole.path, whole.query, whole.rest) == ("/api/info", "x=1&y=a/b", PLAIN)
+    assert (whole.head.path, whole.head.query, whole.rest) == ("/api/info", "x=1&y=a/b", PLAIN)
 
 
 def test_repeated_headers_and_connection_close_are_read_as_gunicorn_reads_them():
@@ -79,6 +80,10 @@ def test_a_plain_head_whose_body_is_on_its_way_says_how_many_bytes_the_request_t
     assert head.request_bytes == len(PLAIN)
     assert head.request(PLAIN + b"GET").body == b'{"a":1}'
     assert head.request(PLAIN + b"GET").rest == b"GET"
+    assert not head.request(PLAIN).close
+    # The client stopped sending: the app gets the short body, the connection closes.
+    cut_short = head.request(PLAIN[:-3])
+    assert (cut_short.body, cut_short.rest, cut_short.close) == (b'{"a"', b"", True)
 
 
 @pytest.mark.parametrize(
